@@ -1,0 +1,71 @@
+"""Runtime configuration, read from ``SEMON_*`` environment variables (or a ``.env`` file)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a semon process can be told; see the configuration table in README."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMON_", env_file=".env", extra="ignore")
+
+    # Where the MQTT broker is. "embedded" starts amqtt in-process (demo / laptop default).
+    mqtt_url: str = "embedded"
+    mqtt_embedded_port: int = 1883
+    mqtt_client_id: str = "semon-collector"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    # Shared-subscription group: several collectors split the stream (Mosquitto / EMQX).
+    mqtt_share_group: str | None = None
+
+    # InfluxDB v1-compatible HTTP API. Empty -> telemetry goes to the embedded SQLite store.
+    influx_url: str | None = None
+    influx_db: str = "semon"
+    influx_token: str | None = None
+    influx_timeout_s: float = 5.0
+
+    # Relational store (registry, alarms, dead letters). SQLite by default.
+    db_url: str = "sqlite:///semon-data/semon.db"
+    telemetry_sqlite_path: Path = Path("semon-data/telemetry.db")
+
+    # Collector behaviour.
+    data_dir: Path = Path("semon-data")
+    batch_max_lines: int = Field(5000, ge=1)
+    batch_max_age_s: float = Field(1.0, gt=0)
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    max_payload_bytes: int = Field(65536, ge=256)
+    max_future_skew_s: float = 300.0
+    registry_refresh_s: float = 10.0
+    keepalive_s: float = 60.0
+    health_port: int = 9108
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    log_level: str = "INFO"
+
+    @cached_property
+    def spool_path(self) -> Path:
+        """Durable spool for telemetry while InfluxDB is slow or down."""
+        return self.data_dir / "spool.db"
+
+    def mqtt_endpoint(self) -> tuple[str, int]:
+        """Host and port of the broker (the embedded one listens on 127.0.0.1)."""
+        if self.mqtt_url == "embedded":
+            return "127.0.0.1", self.mqtt_embedded_port
+        u = urlparse(self.mqtt_url if "://" in self.mqtt_url else f"mqtt://{self.mqtt_url}")
+        if u.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"SEMON_MQTT_URL: unsupported scheme {u.scheme!r} (use mqtt://host:port)")
+        return u.hostname or "127.0.0.1", u.port or 1883
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (used by tests and the demo)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
