@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     # Shared-subscription group: several collectors split the stream (Mosquitto / EMQX).
     mqtt_share_group: str | None = None
+    # Must match the broker's max_inflight_messages: the collector flushes (and so acks)
+    # before that many messages are waiting, or the broker would stop sending.
+    mqtt_max_inflight: int = Field(1000, ge=2)
 
     # InfluxDB v1-compatible HTTP API. Empty -> telemetry goes to the embedded SQLite store.
     influx_url: str | None = None

@@ -1,0 +1,1 @@
+"""Collectors: MQTT in, validation, dead letters, durable telemetry writes, rule evaluation."""

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import orjson
-
 from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,27 @@ class InfluxStore:
     def write(self, points: Sequence[Point]) -> None:
         """Encode and write ``points``."""
         if points:
-            self.write_lines(encode_lines(points))
+            self.write_encoded(encode_lines(points))
+
+    def encode(self, points: Sequence[Point]) -> bytes:
+        """Line protocol for ``points``."""
+        return encode_lines(points)
+
+    def write_encoded(self, body: bytes) -> list[tuple[bytes, str]]:
+        """Write a line-protocol body; lines InfluxDB refuses (HTTP 400) are returned, not retried.
+
+        A refused line (a field type conflict, say) would block the stream forever if retried,
+        so the batch is bisected to find exactly the refused lines; the caller dead-letters them.
+        """
+        try:
+            self.write_lines(body)
+            return []
+        except InfluxBadRequest as e:
+            lines = body.split(b"\n")
+            if len(lines) == 1:
+                return [(body, str(e))]
+            mid = len(lines) // 2
+            return self.write_encoded(b"\n".join(lines[:mid])) + self.write_encoded(b"\n".join(lines[mid:]))
 
     def write_lines(self, body: bytes) -> None:
         """POST a line-protocol body (gzip); 2xx means InfluxDB has it durably in its WAL."""

@@ -45,6 +45,15 @@ class TelemetryStore(Protocol):
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` durably or raise :class:`TelemetryUnavailable`."""
 
+    def encode(self, points: Sequence[Point]) -> bytes:
+        """Serialise a batch (what the spool keeps while the store is away)."""
+
+    def write_encoded(self, body: bytes) -> list[tuple[bytes, str]]:
+        """Store an encoded batch durably; return rows the store refused as invalid, with why.
+
+        Raises :class:`TelemetryUnavailable` when the store is down or slow (retry later).
+        """
+
     def latest(self, measurement: str, device_id: str) -> dict[str, FieldValue] | None:
         """The newest row (by device time) of a device, with ``time`` in ms."""
 

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-
 from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
 
 _SCHEMA = """
@@ -38,15 +37,23 @@ class SqliteTelemetryStore:
 
     def write(self, points: Sequence[Point]) -> None:
         """Upsert ``points`` in one transaction."""
-        rows = [
-            (p.measurement, p.device_id or p.tags.get("device_id", ""), p.time_ns, orjson.dumps(p.tags), orjson.dumps(p.fields))
-            for p in points
-        ]
+        self.write_encoded(self.encode(points))
+
+    def encode(self, points: Sequence[Point]) -> bytes:
+        """A batch as one JSON array (what the spool would keep)."""
+        return orjson.dumps(
+            [(p.measurement, p.device_id or p.tags.get("device_id", ""), p.time_ns, p.tags, p.fields) for p in points]
+        )
+
+    def write_encoded(self, body: bytes) -> list[tuple[bytes, str]]:
+        """Upsert an encoded batch; SQLite refuses no row of ours."""
+        rows = [(m, d, t, orjson.dumps(tags), orjson.dumps(f)) for m, d, t, tags, f in orjson.loads(body)]
         try:
             with self._lock:
                 self._db.execute("BEGIN")
                 self._db.executemany("INSERT OR REPLACE INTO telemetry VALUES (?,?,?,?,?)", rows)
                 self._db.execute("COMMIT")
+            return []
         except sqlite3.Error as e:
             with self._lock:
                 if self._db.in_transaction:

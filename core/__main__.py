@@ -1,0 +1,5 @@
+"""``python -m semon`` is the ``semon`` command."""
+
+from semon.cli import app
+
+app()

@@ -1,0 +1,390 @@
+"""The collector: MQTT (QoS 1, persistent session, manual acks) → rules → durable stores.
+
+Three threads, one job each:
+
+* paho's network thread receives messages into a bounded inbox (a full inbox blocks it, so
+  the broker holds the backlog — back-pressure, never loss);
+* the pipeline thread validates, evaluates rules in device-time order, stores and publishes
+  alarm transitions at once (alarms never wait on InfluxDB), dead-letters rejects and cuts
+  telemetry into batches (≤ ``batch_max_lines`` or ≤ ``batch_max_age_s``);
+* the writer thread writes each batch to the telemetry store — or, when it is slow or down,
+  to the durable spool — and only then acknowledges the batch's messages to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from semon import metrics as m
+from semon.config import Settings
+from semon.contract.topics import SUBSCRIPTIONS, alarm_topic
+from semon.ingest.decode import Accepted, Decoder, Rejected, to_points
+from semon.ingest.spool import Spool, SpoolFull
+from semon.rules.alarms import AlarmStore
+from semon.rules.base import AlarmTransition, Rule
+from semon.rules.builtin import builtin_rules
+from semon.rules.engine import RuleEngine
+from semon.store.db import Database
+from semon.store.models import DeadLetter
+from semon.store.registry import load_registry
+from semon.store.telemetry import Point, TelemetryStore, TelemetryUnavailable
+
+log = logging.getLogger(__name__)
+
+# Dead letters keep the raw payload up to this size (the size itself is always recorded):
+# a flood of oversized junk must not fill the database.
+DEAD_LETTER_KEEP_BYTES = 256 * 1024
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A received message and what is needed to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    gen: int  # connection generation: a mid means nothing on another connection
+
+
+@dataclass(slots=True)
+class Batch:
+    """Telemetry of consecutive messages, acknowledged together once durable."""
+
+    points: list[Point] = field(default_factory=list)
+    acks: list[tuple[int, int, int]] = field(default_factory=list)  # (gen, mid, qos)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Collector:
+    """One collector process's worth of ingest; ``start()`` then ``stop()`` (or ``run()``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        telemetry: TelemetryStore,
+        *,
+        rules: list[Rule] | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.telemetry = telemetry
+        self.alarms = AlarmStore(db)
+        self.engine = RuleEngine(rules if rules is not None else builtin_rules())
+        self.decoder = Decoder(load_registry(db), settings.max_payload_bytes, int(settings.max_future_skew_s * 1000))
+        self._registry_loaded = time.monotonic()
+        self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=50_000)
+        self.outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=64)
+        self.stats: Counter[str] = Counter()
+        self.dead_by_reason: Counter[str] = Counter()
+        self._gen = 0
+        self._closing = threading.Event()
+        self._stopped = threading.Event()
+        self.connected = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_write_ok: float | None = None
+        self._spool_retry_at = 0.0
+        self._spool_backoff = 0.5
+        self.client = self._make_client(client_id or settings.mqtt_client_id)
+
+    # -- MQTT --------------------------------------------------------------------------
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,  # persistent session: the broker queues while we are away
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,  # ack only once what a message produced is durable
+        )
+        if self.settings.mqtt_username:
+            c.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
+        c.max_queued_messages_set(0)
+        c.max_inflight_messages_set(1000)
+        c.reconnect_delay_set(0.5, 10)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        if rc.is_failure:
+            log.error("MQTT connect refused: %s", rc)
+            return
+        self._gen += 1
+        group = self.settings.mqtt_share_group
+        subs = [(f"$share/{group}/{t}" if group else t, 1) for t in SUBSCRIPTIONS]
+        c.subscribe(subs)
+        self.connected.set()
+        log.info("MQTT connected (session present: %s), subscribed %d topics", _f.session_present, len(subs))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
+        self.connected.clear()
+        if not self._stopped.is_set():
+            log.warning("MQTT disconnected (%s); reconnecting — unacked messages will be redelivered", rc)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._closing.is_set():
+            return  # not acked: the broker redelivers it to our next session
+        # Blocks paho's network thread when the pipeline is behind: TCP back-pressure.
+        self.inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._gen))
+
+    # -- pipeline thread ---------------------------------------------------------------
+    def _pipeline(self) -> None:
+        batch = Batch()
+        dead: list[DeadLetter] = []
+        last_tick = 0.0
+        half_window = max(1, self.settings.mqtt_max_inflight // 2)
+        while True:
+            try:
+                item: Inbound | None = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                item = None
+            if item is not None:
+                self._handle(item, batch, dead)
+            now = time.monotonic()
+            if now - last_tick >= 0.2:
+                last_tick = now
+                self._publish(self.engine.tick(_now_ms()))
+                self._maybe_refresh_registry(now)
+                m.QUEUE_DEPTH.set(self.inbox.qsize())
+            n = len(batch.acks)
+            if n and (
+                len(batch.points) >= self.settings.batch_max_lines
+                or n >= half_window  # the broker sends no more than its inflight window unacked
+                or now - batch.started >= self.settings.batch_max_age_s
+                or (item is None and self._closing.is_set())
+            ):
+                self._flush(batch, dead)
+                batch, dead = Batch(), []
+            if item is None and self._closing.is_set() and self.inbox.empty():
+                break
+        self.outbox.put(None)
+
+    def _handle(self, item: Inbound, batch: Batch, dead: list[DeadLetter]) -> None:
+        now_ms = _now_ms()
+        res = self.decoder.decode(item.topic, item.payload, now_ms)
+        if (
+            isinstance(res, Rejected)
+            and res.reason == "unknown_device"
+            and self._maybe_refresh_registry(time.monotonic(), min_age=1.0)
+        ):
+            res = self.decoder.decode(item.topic, item.payload, now_ms)  # registered meanwhile
+        channel = item.topic.rsplit("/", 1)[-1]
+        m.MESSAGES_RECEIVED.labels(channel).inc()
+        self.stats["received"] += 1
+        if isinstance(res, Rejected):
+            dead.append(self._dead_letter(item.topic, item.payload, res))
+        else:
+            self.stats["accepted"] += 1
+            m.MESSAGES_ACCEPTED.labels(res.device.kind, channel).inc()
+            batch.points.extend(to_points(res, time.time_ns()))
+            if channel == "status":
+                self._evaluate(res, now_ms)
+        if item.qos:
+            batch.acks.append((item.gen, item.mid, item.qos))
+
+    def _dead_letter(self, topic: str, payload: bytes, r: Rejected) -> DeadLetter:
+        self.stats["dead_letters"] += 1
+        self.dead_by_reason[r.reason] += 1
+        m.DEAD_LETTERS.labels(r.reason).inc()
+        log.warning(
+            "dead letter", extra={"fields": {"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]}}
+        )
+        return DeadLetter(
+            received_at=datetime.now(UTC),
+            topic=topic,
+            reason=r.reason,
+            detail=r.detail,
+            payload=payload[:DEAD_LETTER_KEEP_BYTES],
+            payload_size=len(payload),
+            device_id=r.device_id,
+        )
+
+    def _evaluate(self, a: Accepted, now_ms: int) -> None:
+        self._publish(self.engine.evaluate(a.device, a.body, now_ms))
+
+    def _publish(self, transitions: list[AlarmTransition]) -> None:
+        for t in transitions:
+            msg = self.alarms.apply(t)
+            if msg is None:
+                continue
+            self.stats[f"alarm_{t.event}"] += 1
+            m.ALARM_TRANSITIONS.labels(t.rule.alarm_type, t.event).inc()
+            log.info(
+                "alarm %s",
+                t.event,
+                extra={
+                    "fields": {
+                        "alarm_id": msg["alarm_id"],
+                        "device_id": t.device.id,
+                        "type": t.rule.alarm_type,
+                        "ts": t.ts,
+                    }
+                },
+            )
+            self.client.publish(alarm_topic(t.device.firm_id, t.device.id), orjson.dumps(msg), qos=1)
+
+    def _maybe_refresh_registry(self, now: float, min_age: float | None = None) -> bool:
+        age = now - self._registry_loaded
+        if age < (min_age if min_age is not None else self.settings.registry_refresh_s):
+            return False
+        self.decoder.registry = load_registry(self.db)
+        self._registry_loaded = now
+        return True
+
+    def restore_alarms(self) -> None:
+        """Let the engine know which alarms are active, so it can clear them."""
+        for a in self.alarms.active():
+            dev = self.decoder.registry.get(a.device_id)
+            if dev is not None:
+                self.engine.restore_active(dev, a.rule_id, a.onset_ts, a.start_ts)
+
+    def _flush(self, batch: Batch, dead: list[DeadLetter]) -> None:
+        if dead:
+            with self.db.session() as s:
+                s.add_all(dead)
+        m.UNACKED.inc(len(batch.acks))
+        self.outbox.put(batch)
+
+    # -- writer thread -----------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            try:
+                batch = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                self._drain_spool()
+                continue
+            if batch is None:
+                self._drain_spool()
+                return
+            self._drain_spool()
+            if not self._store(batch):
+                return  # stopping with a full spool: leave those messages unacked
+            for gen, mid, qos in batch.acks:
+                # A mid from an earlier connection would ack some other message now: skip it,
+                # the broker redelivers that message anyway.
+                if gen == self._gen:
+                    self.client.ack(mid, qos)
+            self.stats["acked"] += len(batch.acks)
+            m.UNACKED.dec(len(batch.acks))
+
+    def _store(self, batch: Batch) -> bool:
+        """Put a batch somewhere durable; False only if stopping while the spool is full."""
+        if not batch.points:
+            return True
+        body = self.telemetry.encode(batch.points)
+        if not len(self.spool):
+            t0 = time.monotonic()
+            try:
+                self._rejected(self.telemetry.write_encoded(body))
+                m.WRITE_SECONDS.observe(time.monotonic() - t0)
+                self._written(len(batch.points))
+                return True
+            except TelemetryUnavailable as e:
+                log.warning("telemetry store unavailable, spooling: %s", e)
+                self._spool_retry_at = time.monotonic() + self._spool_backoff
+        while True:
+            try:
+                self.spool.append(body)
+                self.stats["spooled_batches"] += 1
+                m.BATCHES_SPOOLED.inc()
+                self._spool_gauges()
+                return True
+            except SpoolFull:
+                # Documented bound: stop acknowledging; the broker keeps the backlog.
+                if self._closing.is_set():
+                    return False
+                time.sleep(0.5)
+                self._drain_spool()
+
+    def _drain_spool(self) -> None:
+        while len(self.spool) and time.monotonic() >= self._spool_retry_at:
+            item = self.spool.peek()
+            if item is None:
+                return
+            batch_id, body = item
+            try:
+                self._rejected(self.telemetry.write_encoded(body))
+            except TelemetryUnavailable:
+                self._spool_backoff = min(self._spool_backoff * 2, 30.0)
+                self._spool_retry_at = time.monotonic() + self._spool_backoff
+                return
+            self.spool.remove(batch_id)
+            self.stats["replayed_batches"] += 1
+            self._written(body.count(b"\n") + 1)
+            self._spool_backoff = 0.5
+            self._spool_gauges()
+
+    def _written(self, n: int) -> None:
+        self.stats["points_written"] += n
+        m.POINTS_WRITTEN.labels(type(self.telemetry).__name__).inc(n)
+        self._last_write_ok = time.monotonic()
+
+    def _rejected(self, rows: list[tuple[bytes, str]]) -> None:
+        if not rows:
+            return
+        rejected = Rejected("rejected_by_store", "")
+        letters = []
+        for body, why in rows:
+            rejected.detail = why[:1000]
+            letters.append(self._dead_letter("(telemetry store)", body, rejected))
+        with self.db.session() as s:
+            s.add_all(letters)
+
+    def _spool_gauges(self) -> None:
+        m.SPOOL_BATCHES.set(len(self.spool))
+        m.SPOOL_BYTES.set(self.spool.bytes)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Status for ``/health``: ok while connected to the broker."""
+        return {
+            "status": "ok" if self.connected.is_set() else "degraded",
+            "mqtt_connected": self.connected.is_set(),
+            "spool_batches": len(self.spool),
+            "spool_bytes": self.spool.bytes,
+            "inbox": self.inbox.qsize(),
+            **{k: v for k, v in self.stats.items()},
+        }
+
+    def start(self) -> None:
+        """Connect to the broker and start the pipeline and writer threads."""
+        if hasattr(self.telemetry, "ensure_database"):
+            self.telemetry.ensure_database()
+        self.restore_alarms()
+        for target, name in ((self._pipeline, "pipeline"), (self._writer, "writer")):
+            t = threading.Thread(target=target, name=f"collector-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        host, port = self.settings.mqtt_endpoint()
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking messages, write and acknowledge what was taken, disconnect."""
+        self._closing.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._stopped.set()
+        time.sleep(0.2)  # let paho send the last PUBACKs
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.spool.close()
+        log.info("collector stopped", extra={"fields": dict(self.stats)})

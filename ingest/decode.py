@@ -1,0 +1,116 @@
+"""Decoding and validation of inbound messages: an accepted message or a precise rejection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from semon.contract.messages import STATUS_MODELS, DeviceEvent
+from semon.contract.topics import TopicError, TopicInfo, parse_topic
+from semon.store.registry import DeviceInfo
+from semon.store.telemetry import (
+    EVENT_MEASUREMENT,
+    ONLINE_MEASUREMENT,
+    STATUS_MEASUREMENT,
+    FieldValue,
+    Point,
+    point_time_ns,
+)
+
+# Reason codes of dead letters (docs/protocol.md); also the label of semon_dead_letters_total.
+REASONS = (
+    "bad_topic", "too_large", "bad_json", "schema", "non_finite", "unknown_device", "kind_mismatch",
+    "future_ts", "rejected_by_store",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Why a message cannot be accepted."""
+
+    reason: str
+    detail: str
+    device_id: str | None = None
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A valid message from a registered device."""
+
+    topic: TopicInfo
+    device: DeviceInfo
+    body: Any  # ElevatorStatus | VesselStatus | DeviceEvent | bool (online)
+
+
+def _describe(e: ValidationError) -> Rejected:
+    errs = e.errors(include_url=False, include_input=False)
+    if any(x["type"] == "json_invalid" for x in errs):
+        return Rejected("bad_json", "; ".join(x["msg"] for x in errs)[:500])
+    parts = [f"{'.'.join(str(p) for p in x['loc']) or '<root>'}: {x['msg']}" for x in errs[:10]]
+    reason = "non_finite" if any(x["type"] == "finite_number" for x in errs) else "schema"
+    return Rejected(reason, "; ".join(parts))
+
+
+class Decoder:
+    """Turns (topic, payload) into :class:`Accepted` or :class:`Rejected`."""
+
+    def __init__(self, registry: dict[str, DeviceInfo], max_payload_bytes: int, max_future_skew_ms: int) -> None:
+        self.registry = registry
+        self.max_payload_bytes = max_payload_bytes
+        self.max_future_skew_ms = max_future_skew_ms
+
+    def decode(self, topic: str, payload: bytes, now_ms: int) -> Accepted | Rejected:
+        """Validate one message against contract v1 and the registry."""
+        try:
+            info = parse_topic(topic)
+        except TopicError as e:
+            return Rejected("bad_topic", str(e))
+        if len(payload) > self.max_payload_bytes:
+            return Rejected(
+                "too_large", f"payload {len(payload)} bytes > limit {self.max_payload_bytes}", info.device_id
+            )
+        device = self.registry.get(info.device_id)
+        if device is None:
+            return Rejected("unknown_device", f"device {info.device_id!r} is not in the registry", info.device_id)
+        if device.kind != info.kind:
+            return Rejected("kind_mismatch", f"topic says {info.kind}, registry says {device.kind}", info.device_id)
+        if info.channel == "online":
+            flag = payload.strip()
+            if flag not in (b"0", b"1"):
+                return Rejected("schema", f"online payload must be 1 or 0, got {flag[:20]!r}", info.device_id)
+            return Accepted(info, device, flag == b"1")
+        model = STATUS_MODELS[info.kind] if info.channel == "status" else DeviceEvent
+        try:
+            body = model.model_validate_json(payload)
+        except ValidationError as e:
+            r = _describe(e)
+            r.device_id = info.device_id
+            return r
+        if body.ts > now_ms + self.max_future_skew_ms:
+            return Rejected(
+                "future_ts",
+                f"ts {body.ts} is {(body.ts - now_ms) / 1000:.0f} s ahead of the collector clock",
+                info.device_id,
+            )
+        return Accepted(info, device, body)
+
+
+def to_points(a: Accepted, now_ns: int) -> list[Point]:
+    """The telemetry points an accepted message produces (schema in docs/storage.md)."""
+    d = a.device
+    tags = {"kind": d.kind, "device_id": d.id, "district": d.district, "firm": d.firm_id}
+    ch = a.topic.channel
+    if ch == "online":
+        return [Point(ONLINE_MEASUREMENT, tags, {"online": bool(a.body)}, now_ns, d.id)]
+    b = a.body
+    fields: dict[str, FieldValue]
+    if ch == "event":
+        fields = {"code": b.code, "scheme": b.scheme, "active": b.active, "seq": b.seq}
+        if b.text:
+            fields["text"] = b.text
+        return [Point(EVENT_MEASUREMENT, tags, fields, point_time_ns(b.ts, b.seq), d.id)]
+    fields = b.model_dump(exclude={"ts"}, exclude_none=True, mode="json")
+    if "faults" in fields:
+        fields["faults"] = ",".join(str(c) for c in fields["faults"])
+    return [Point(STATUS_MEASUREMENT[d.kind], tags, fields, point_time_ns(b.ts, b.seq), d.id)]

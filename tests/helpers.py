@@ -1,0 +1,73 @@
+"""Small test helpers: a registry CSV, a QoS 1 publisher that waits for every PUBACK, polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from semon.config import Settings
+from semon.store.db import Database
+from semon.store.registry import import_devices_csv
+
+REGISTRY_HEADER = (
+    "id,equipment_code,kind,district,address,lat,lon,firm_id,firm_name,firm_tech_level,firm_credit_grade,"
+    "firm_credit_score,use_unit_id,use_unit_name,use_unit_mgmt_level,install_date,rated_speed,floors,"
+    "bottom_floor,design_pressure,set_pressure,design_temperature,medium"
+)
+
+
+def small_registry(db: Database, path: Path) -> None:
+    """Two elevators and a vessel (set pressure 1.6 MPa) under firm F001."""
+    firm = "F001,Firm One,4,A,92,U0001,Unit,3"
+    path.write_text(
+        REGISTRY_HEADER
+        + f"\nE1,311012345202000001,elevator,Tianhe,A road 1,23.1,113.3,{firm},2020-01-01,1.75,20,1,,,,"
+        + f"\nE2,311012345202000002,elevator,Yuexiu,A road 2,23.1,113.3,{firm},2020-01-01,1.0,8,1,,,,"
+        + f"\nV1,210012345202000003,vessel,Haizhu,A road 3,23.1,113.3,{firm},2019-05-01,,,,1.76,1.6,80,LPG\n"
+    )
+    import_devices_csv(db, path)
+
+
+def elevator_payload(ts: int, seq: int, **kw: Any) -> bytes:
+    """A valid elevator status."""
+    p = dict(
+        ts=ts, seq=seq, mode="normal", running=False, dir="stop", floor=3, door_zone=True, door="closed",
+        occupied=False, speed=0.0, load=0.0, run_count=10, run_hours=1.5,
+    )  # fmt: skip
+    p.update(kw)
+    return orjson.dumps(p)
+
+
+def publish_all(settings: Settings, msgs: Iterable[tuple[str, bytes]], client_id: str = "test-pub") -> int:
+    """Publish at QoS 1 and return once the broker acknowledged every message."""
+    host, port = settings.mqtt_endpoint()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    c.max_inflight_messages_set(1000)
+    c.connect(host, port)
+    c.loop_start()
+    infos = [c.publish(t, p, qos=1) for t, p in msgs]
+    for i in infos:
+        i.wait_for_publish(30)
+    c.disconnect()
+    c.loop_stop()
+    return len(infos)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``pred`` until true or fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def now_ms() -> int:
+    """Wall clock in ms."""
+    return time.time_ns() // 1_000_000
