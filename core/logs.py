@@ -1,40 +1,52 @@
-"""Structured logging: one JSON object per line, as services in a log pipeline want."""
+"""Structured logging for every semon process: one JSON object per line on stderr."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is data.
+# uvicorn's "color_message" is an ANSI-coloured copy of msg: noise in a JSON line.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message", "asctime", "taskName", "color_message"
+}
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as ``{"ts","level","logger","msg",…}``."""
+    """``{"ts", "level", "logger", "msg", ...extra}``; exceptions go in ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """One line of JSON."""
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
+        """Render ``record`` as one JSON line."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            out.update(extra)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return orjson.dumps(out, default=str).decode()
 
 
-def setup_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
-    """Configure the root logger once for a semon process."""
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+def setup_logging(level: str = "INFO") -> None:
+    """Send every logger (uvicorn's included) through one JSON handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [h]
+    root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn may have attached its own text handlers; let records reach ours instead.
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     for noisy in ("amqtt", "transitions", "httpx", "httpcore", "alembic"):
+        # Their INFO lines (every HTTP request, every migration step) drown the service's own.
         logging.getLogger(noisy).setLevel(logging.WARNING)

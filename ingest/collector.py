@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
 from semon import metrics as m
 from semon.config import Settings
 from semon.contract.topics import SUBSCRIPTIONS, alarm_topic
@@ -205,7 +206,7 @@ class Collector:
         self.dead_by_reason[r.reason] += 1
         m.DEAD_LETTERS.labels(r.reason).inc()
         log.warning(
-            "dead letter", extra={"fields": {"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]}}
+            "dead letter", extra={"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]}
         )
         return DeadLetter(
             received_at=datetime.now(UTC),
@@ -231,12 +232,10 @@ class Collector:
                 "alarm %s",
                 t.event,
                 extra={
-                    "fields": {
-                        "alarm_id": msg["alarm_id"],
-                        "device_id": t.device.id,
-                        "type": t.rule.alarm_type,
-                        "ts": t.ts,
-                    }
+                    "alarm_id": msg["alarm_id"],
+                    "device_id": t.device.id,
+                    "alarm_type": t.rule.alarm_type,
+                    "device_ts": t.ts,
                 },
             )
             self.client.publish(alarm_topic(t.device.firm_id, t.device.id), orjson.dumps(msg), qos=1)
@@ -387,4 +386,4 @@ class Collector:
         self.client.disconnect()
         self.client.loop_stop()
         self.spool.close()
-        log.info("collector stopped", extra={"fields": dict(self.stats)})
+        log.info("collector stopped", extra={"stats": dict(self.stats)})

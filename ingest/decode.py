@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+
 from semon.contract.messages import STATUS_MODELS, DeviceEvent
 from semon.contract.topics import TopicError, TopicInfo, parse_topic
 from semon.store.registry import DeviceInfo
@@ -76,6 +77,9 @@ class Decoder:
         if device.kind != info.kind:
             return Rejected("kind_mismatch", f"topic says {info.kind}, registry says {device.kind}", info.device_id)
         if info.channel == "online":
+            if not payload:
+                # An empty retained message is how MQTT deletes a retained flag: no state change.
+                return Accepted(info, device, None)
             flag = payload.strip()
             if flag not in (b"0", b"1"):
                 return Rejected("schema", f"online payload must be 1 or 0, got {flag[:20]!r}", info.device_id)
@@ -102,6 +106,8 @@ def to_points(a: Accepted, now_ns: int) -> list[Point]:
     tags = {"kind": d.kind, "device_id": d.id, "district": d.district, "firm": d.firm_id}
     ch = a.topic.channel
     if ch == "online":
+        if a.body is None:
+            return []
         return [Point(ONLINE_MEASUREMENT, tags, {"online": bool(a.body)}, now_ns, d.id)]
     b = a.body
     fields: dict[str, FieldValue]

@@ -10,11 +10,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
 from semon.rules.base import AlarmTransition
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 log = logging.getLogger(__name__)
 

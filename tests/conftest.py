@@ -45,7 +45,6 @@ from semon.store import open_telemetry  # noqa: E402
 from semon.store.db import Database  # noqa: E402
 from semon.store.influx import InfluxStore  # noqa: E402
 from semon.store.telemetry_sqlite import SqliteTelemetryStore  # noqa: E402
-
 from tests.services import free_port  # noqa: E402
 
 

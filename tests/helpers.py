@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
 from semon.config import Settings
 from semon.store.db import Database
 from semon.store.registry import import_devices_csv

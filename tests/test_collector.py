@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from semon.ingest.collector import Collector
-from semon.store.models import DeadLetter
 from sqlalchemy import select
 
+from semon.ingest.collector import Collector
+from semon.store.models import DeadLetter
 from tests.conftest import Stack
 from tests.helpers import elevator_payload, now_ms, publish_all, small_registry, wait_until
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
 from semon.contract.messages import DeviceEvent, ElevatorStatus, Kind, VesselStatus
 from semon.contract.topics import DEVICE_ID_RE, PREFIX
 
@@ -124,10 +125,7 @@ _FIELD_NOTES: dict[str, dict[str, str]] = {
         "valve_discharge": "safety valve discharging (domain.md §5)",
     },
     "DeviceEvent": {
-        "code": (
-            "event or fault code; with scheme `gbt24476`: faults 1-8, events 40-47, "
-            "alarm 90 (domain.md §4.2)"
-        ),
+        "code": ("event or fault code; with scheme `gbt24476`: faults 1-8, events 40-47, alarm 90 (domain.md §4.2)"),
         "scheme": (
             "numbering scheme of `code`; other platforms' codes go through a per-source "
             "code-mapping layer (domain.md §4.2)"
@@ -151,9 +149,7 @@ def _envelope(name: str, title: str, description: str) -> JsonSchema:
     }
 
 
-def model_schema(
-    model: type[BaseModel], *, name: str, title: str, topic: str, description: str
-) -> JsonSchema:
+def model_schema(model: type[BaseModel], *, name: str, title: str, topic: str, description: str) -> JsonSchema:
     """The validation-mode JSON Schema of ``model`` wrapped with ``$id``, title and examples."""
     body = model.model_json_schema(mode="validation")
     notes = _FIELD_NOTES.get(model.__name__, {})
@@ -165,8 +161,7 @@ def model_schema(
     body.pop("description", None)
     schema = _envelope(name, title, f"{(model.__doc__ or '').strip()} {description}".strip())
     schema["$comment"] = (
-        f"Generated from semon.contract.messages.{model.__name__} by "
-        "semon.contract.schema_export; do not edit by hand."
+        f"Generated from semon.contract.messages.{model.__name__} by semon.contract.schema_export; do not edit by hand."
     )
     schema["x-semon-topic"] = topic
     schema["x-semon-qos"] = 1
@@ -312,8 +307,7 @@ def build_schemas() -> dict[str, JsonSchema]:
             title="semon v1 pressure-vessel status",
             topic=f"{PREFIX}/vessel/{{device_id}}/status",
             description=(
-                "Payload of semon/v1/vessel/{device_id}/status (QoS 1); fields from "
-                "domain.md §5. " + _DEVICE_NOTE
+                "Payload of semon/v1/vessel/{device_id}/status (QoS 1); fields from domain.md §5. " + _DEVICE_NOTE
             ),
         ),
         "device-event.json": model_schema(

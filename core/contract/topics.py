@@ -41,7 +41,7 @@ def parse_topic(topic: str) -> TopicInfo:
         raise TopicError(f"unknown equipment kind {kind!r} (expected one of {', '.join(KINDS)})")
     if channel not in CHANNELS:
         raise TopicError(f"unknown channel {channel!r} (expected one of {', '.join(CHANNELS)})")
-    if not DEVICE_ID_RE.match(device_id):
+    if not DEVICE_ID_RE.fullmatch(device_id):
         raise TopicError(f"device id {device_id!r} has characters outside [A-Za-z0-9_.-] or is too long")
     return TopicInfo(kind, device_id, channel)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+
 from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
 
 log = logging.getLogger(__name__)

@@ -8,10 +8,11 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+from sqlalchemy import select
+
 from semon.contract.topics import DEVICE_ID_RE, KINDS
 from semon.store.db import Database
 from semon.store.models import Device, Firm, UseUnit
-from sqlalchemy import select
 
 REQUIRED_COLUMNS = ("id", "kind")
 DEVICE_COLUMNS = (
@@ -111,7 +112,7 @@ def _opt_float(v: object) -> float | None:
 
 def _device_record(row: dict[str, str]) -> dict[str, object]:
     dev_id = str(row["id"]).strip()
-    if not DEVICE_ID_RE.match(dev_id):
+    if not DEVICE_ID_RE.fullmatch(dev_id):
         raise ValueError(f"id {dev_id!r} must match {DEVICE_ID_RE.pattern}")
     kind = str(row["kind"]).strip()
     if kind not in KINDS:

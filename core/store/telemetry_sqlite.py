@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+
 from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
 
 _SCHEMA = """

@@ -1,0 +1,115 @@
+"""Application factory and server entry point of the semon HTTP API."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import semon
+from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health
+from semon.api.metrics import MetricsMiddleware
+from semon.api.openapi import install_openapi
+from semon.api.problems import install_problem_handlers
+from semon.config import Settings
+from semon.logs import setup_logging
+from semon.store import open_telemetry
+from semon.store.db import Database
+from semon.store.telemetry import TelemetryStore
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Read API of **semon**, monitoring of special equipment (elevators, pressure vessels).
+
+* **devices** — the registry, each device's newest status and its status history;
+* **alarms** — hazard alarms raised by the rules engine, with every transition;
+* **dead letters** — inbound MQTT messages the collector rejected, and why;
+* **operations** — health probe and Prometheus metrics.
+
+Times: device times are epoch **milliseconds** (UTC), usually paired with an ISO-8601 string.
+Query times accept either form. Errors are RFC 9457 `application/problem+json` documents.
+"""
+
+TAGS = [
+    {"name": "devices", "description": "Equipment registry and telemetry."},
+    {"name": "alarms", "description": "Alarms and their transitions."},
+    {"name": "dead letters", "description": "Rejected inbound messages."},
+    {"name": "operations", "description": "Health and metrics."},
+]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    telemetry: TelemetryStore | None = None,
+) -> FastAPI:
+    """The API application, on the given store handles or on ones opened from ``settings``.
+
+    Handles passed in belong to the caller; handles the app opens itself (at startup) are
+    closed at shutdown.
+    """
+    cfg = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers: list[Callable[[], None]] = []
+        try:
+            if app.state.db is None:
+                # Construction runs migrations: keep that blocking work off the event loop.
+                app.state.db = await run_in_threadpool(Database, cfg.db_url)
+                closers.append(app.state.db.dispose)
+            if app.state.telemetry is None:
+                app.state.telemetry = await run_in_threadpool(open_telemetry, cfg)
+                closers.append(app.state.telemetry.close)
+            yield
+        finally:
+            for close in reversed(closers):
+                try:
+                    close()
+                except Exception:
+                    log.exception("closing a store at shutdown failed")
+            # Forget what we closed so a restarted lifespan (tests) reopens instead of reusing.
+            if db is None:
+                app.state.db = None
+            if telemetry is None:
+                app.state.telemetry = None
+
+    app = FastAPI(
+        title="semon API",
+        version=semon.__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = cfg
+    app.state.db = db
+    app.state.telemetry = telemetry
+    app.add_middleware(MetricsMiddleware)
+    install_problem_handlers(app)
+    install_openapi(app)
+    for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters):
+        app.include_router(module.router)
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the API with uvicorn on ``api_host:api_port``, logging JSON lines (blocks)."""
+    setup_logging(settings.log_level)
+    log.info(
+        "starting semon API",
+        extra={"host": settings.api_host, "port": settings.api_port, "version": semon.__version__},
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # keep the JSON handlers setup_logging installed
+        access_log=False,  # MetricsMiddleware writes a structured access line instead
+        server_header=False,
+    )

@@ -1,0 +1,30 @@
+"""Request dependencies: the store handles the app was built with, and list parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from semon.store.db import Database
+from semon.store.telemetry import TelemetryStore
+
+
+def get_db(request: Request) -> Database:
+    """The relational database handle held by the application."""
+    return request.app.state.db
+
+
+def get_telemetry(request: Request) -> TelemetryStore:
+    """The telemetry store handle held by the application."""
+    return request.app.state.telemetry
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+TelemetryDep = Annotated[TelemetryStore, Depends(get_telemetry)]
+
+MAX_PAGE = 1000
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE, description="page size (1–1000)", examples=[100])
+]
+Offset = Annotated[int, Query(ge=0, description="rows to skip", examples=[0])]

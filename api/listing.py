@@ -1,0 +1,58 @@
+"""Helpers shared by list endpoints: sort-parameter parsing and counted, paginated queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.orm import Session
+
+from semon.api.problems import invalid_parameter
+
+
+def parse_sort(
+    sort: str, columns: Mapping[str, ColumnElement[Any]], tiebreak: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
+    """ORDER BY clauses for ``"-start_ts,severity"`` (``-`` = descending) over ``columns``.
+
+    ``tiebreak`` (a unique column) is appended so pages never overlap or skip rows when sort
+    values repeat.
+    """
+    order: list[ColumnElement[Any]] = []
+    for raw in sort.split(","):
+        key = raw.strip()
+        if not key:
+            continue
+        desc = key.startswith("-")
+        name = key.lstrip("+-")
+        col = columns.get(name)
+        if col is None:
+            allowed = ", ".join(sorted(columns))
+            raise invalid_parameter("sort", f"cannot sort by {name!r}; use one of: {allowed}")
+        # PostgreSQL's default NULL placement (largest value), spelled out so SQLite agrees.
+        order.append(col.desc().nulls_first() if desc else col.asc().nulls_last())
+    order.append(tiebreak)
+    return order
+
+
+def count_rows(session: Session, stmt: Select[Any]) -> int:
+    """Rows ``stmt`` would return without LIMIT/OFFSET."""
+    counted = select(func.count()).select_from(stmt.order_by(None).subquery())
+    return session.execute(counted).scalar_one()
+
+
+def page(
+    session: Session,
+    stmt: Select[Any],
+    order: Sequence[ColumnElement[Any]],
+    limit: int,
+    offset: int,
+) -> tuple[int, list[Any]]:
+    """``(total, rows)`` of one page of ``stmt``."""
+    rows = list(session.execute(stmt.order_by(*order).limit(limit).offset(offset)).all())
+    # A short, non-empty page (or an empty first page) is the end: its total is known without
+    # a second COUNT query over the whole filter.
+    if len(rows) < limit and (rows or offset == 0):
+        return offset + len(rows), rows
+    return count_rows(session, stmt), rows

@@ -1,0 +1,77 @@
+"""OpenAPI touches: error responses documented as RFC 9457 problems, per media type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from semon.api.problems import PROBLEM_MEDIA_TYPE
+from semon.api.schemas import Problem
+
+_ALWAYS = {
+    422: "Invalid query or path parameter",
+    503: "A store behind the API (database, telemetry) is unavailable; retry later",
+}
+# Shown in /docs next to the schema (whose own example is a 404).
+_EXAMPLES: dict[int, dict[str, Any]] = {
+    422: {
+        "type": "urn:semon:problem:validation-error",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "query.limit: Input should be less than or equal to 1000",
+        "instance": "/devices",
+        "errors": [
+            {"loc": ["query", "limit"], "msg": "Input should be less than or equal to 1000",
+             "type": "less_than_equal"}
+        ],
+    },
+    503: {
+        "type": "urn:semon:problem:telemetry-unavailable",
+        "title": "Telemetry store unavailable",
+        "status": 503,
+        "detail": "InfluxDB query failed: ConnectError: [Errno 111] Connection refused",
+        "instance": "/devices/EL-0001/latest",
+    },
+}
+
+
+def problem_responses(described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status documented as a :class:`Problem`.
+
+    422 and 503 are always listed (every route takes parameters and reads a store);
+    ``described`` adds or rewords statuses for this route, e.g. ``{404: "unknown device"}``.
+    """
+    texts = {**_ALWAYS, **(described or {})}
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted(texts):
+        out[code] = {"model": Problem, "description": texts[code]}
+        if code in _EXAMPLES:
+            out[code]["content"] = {"application/json": {"example": _EXAMPLES[code]}}
+    return out
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve a schema whose 4xx/5xx bodies are ``application/problem+json``, as sent."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            for path_item in schema.get("paths", {}).values():
+                for op in path_item.values():
+                    for code, resp in op.get("responses", {}).items():
+                        content = resp.get("content", {})
+                        # FastAPI files every extra response under the route's own media type.
+                        if code[:1] in "45" and "application/json" in content:
+                            content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

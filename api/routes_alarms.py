@@ -1,0 +1,104 @@
+"""``/alarms``: raised and cleared alarms with their transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import select
+
+from semon.api.deps import DbDep, Limit, Offset
+from semon.api.listing import page, parse_sort
+from semon.api.openapi import problem_responses
+from semon.api.problems import not_found
+from semon.api.schemas import AlarmDetailOut, AlarmEventOut, AlarmOut, AlarmPage
+from semon.store.models import Alarm, AlarmEvent
+
+router = APIRouter(prefix="/alarms", tags=["alarms"])
+
+_SORTABLE = {
+    "id": Alarm.id,
+    "start_ts": Alarm.start_ts,
+    "onset_ts": Alarm.onset_ts,
+    "end_ts": Alarm.end_ts,
+    "severity": Alarm.severity,
+    "type": Alarm.type,
+    "device_id": Alarm.device_id,
+    "firm_id": Alarm.firm_id,
+    "created_at": Alarm.created_at,
+    "updated_at": Alarm.updated_at,
+}
+
+
+class AlarmState(StrEnum):
+    """Which alarms to list."""
+
+    active = "active"
+    cleared = "cleared"
+    all = "all"
+
+
+@router.get("", response_model=AlarmPage, summary="List alarms", responses=problem_responses())
+def list_alarms(
+    db: DbDep,
+    state: Annotated[AlarmState, Query(description="active, cleared or all")] = AlarmState.all,
+    severity: Annotated[str | None, Query(examples=["critical"])] = None,
+    type: Annotated[
+        str | None, Query(description="alarm type", examples=["trapped_passenger"])
+    ] = None,
+    firm_id: Annotated[str | None, Query(description="maintenance firm id")] = None,
+    device_id: Annotated[str | None, Query(examples=["EL-0001"])] = None,
+    kind: Annotated[str | None, Query(description="elevator | vessel")] = None,
+    sort: Annotated[
+        str,
+        Query(description=f"comma-separated keys, '-' for descending: {', '.join(_SORTABLE)}",
+              examples=["-start_ts", "severity,-start_ts"]),
+    ] = "-start_ts",
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> AlarmPage:
+    """Alarms matching every given filter; newest raised first unless ``sort`` says otherwise."""
+    # Newest id last among equal sort values: ids grow with raising order, like start_ts.
+    order = parse_sort(sort, _SORTABLE, Alarm.id.desc())
+    stmt = select(Alarm)
+    if state is AlarmState.active:
+        stmt = stmt.where(Alarm.active.is_(True))
+    elif state is AlarmState.cleared:
+        stmt = stmt.where(Alarm.active.is_(False))
+    for column, value in (
+        (Alarm.severity, severity),
+        (Alarm.type, type),
+        (Alarm.firm_id, firm_id),
+        (Alarm.device_id, device_id),
+        (Alarm.kind, kind),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    with db.session() as s:
+        total, rows = page(s, stmt, order, limit, offset)
+        items = [AlarmOut.model_validate(row[0]) for row in rows]
+    return AlarmPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{alarm_id}",
+    response_model=AlarmDetailOut,
+    summary="One alarm with its transitions",
+    responses=problem_responses({404: "unknown alarm"}),
+)
+def get_alarm(
+    db: DbDep, alarm_id: Annotated[int, Path(description="alarm id", examples=[42])]
+) -> AlarmDetailOut:
+    """The alarm and every transition recorded for it, in the order they were recorded."""
+    with db.session() as s:
+        alarm = s.get(Alarm, alarm_id)
+        if alarm is None:
+            raise not_found("alarm", alarm_id)
+        events = s.scalars(
+            select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(AlarmEvent.id)
+        ).all()
+        base = AlarmOut.model_validate(alarm).model_dump(exclude={"start_iso", "end_iso"})
+        return AlarmDetailOut(
+            **base, events=[AlarmEventOut.model_validate(e) for e in events]
+        )
