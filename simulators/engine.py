@@ -236,7 +236,3 @@ class FleetEngine:
     def last_seq(self) -> dict[str, int]:
         """Status messages published per device (= last ``seq``)."""
         return dict(zip(self.device_ids, self._seq, strict=True))
-
-    def topic_parts(self, i: int) -> tuple[str, str]:
-        """Equipment kind and device id of device ``i``."""
-        return self.kinds[i], self.device_ids[i]

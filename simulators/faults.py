@@ -5,8 +5,8 @@ to, which alarm it should cause, what it does to the device model at its start a
 how to recognise the faulty condition in a published status (``holds``) so the ground truth
 records when the condition is visible in the data, not merely when it was scheduled.
 
-Onset and duration are device time since the simulation start; ``30s``, ``2m``, ``500ms``
-(a bare number means seconds). The default duration is 40 s.
+Onset and duration are device time since the simulation start; ``30s``, ``2m``, ``500ms``,
+``1h`` (a bare number means seconds). The default duration is 40 s.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ MIN_GAP_MS = 10_000
 STOPPED_SPEED = 0.05  # m/s, as the trapped-passenger rule counts "stopped"
 
 _SPEC_RE = re.compile(r"^(?P<type>[a-z_]+):(?P<device>[A-Za-z0-9_.\-]+)@(?P<onset>[^+]+)(?:\+(?P<dur>.+))?$")
-_TIME_RE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, None: 1000}
+_TIME_RE = re.compile(r"^(?P<num>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)?$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +137,10 @@ class Overpressure(Fault):
 
 
 def parse_duration_ms(text: str, what: str = "time") -> int:
-    """``30s`` / ``2m`` / ``500ms`` / ``12`` (seconds) -> milliseconds."""
+    """``30s`` / ``2m`` / ``1h`` / ``500ms`` / ``12`` (seconds) -> milliseconds."""
     m = _TIME_RE.match(text.strip())
     if not m:
-        raise ValueError(f"bad {what} {text!r}: use a number with ms, s or m (e.g. 30s, 1.5m, 500ms)")
+        raise ValueError(f"bad {what} {text!r}: use a number with ms, s, m or h (e.g. 30s, 1.5m, 500ms)")
     return round(float(m["num"]) * _UNIT_MS[m["unit"]])
 
 

@@ -138,7 +138,6 @@ def run_simulation(cfg: SimulationConfig) -> SimulationResult:
                 log.warning("%d messages still unacknowledged after %.0fs", pub.unacked, cfg.ack_timeout_s)
         finally:
             pub.close()
-    elapsed = elapsed or (time.monotonic() - t0)
     return SimulationResult(
         per_device=engine.last_seq(),
         total_messages=engine.messages,
@@ -173,7 +172,7 @@ def _step_loop(
             if cfg.duration_s is not None and wall >= cfg.duration_s:
                 break
             if wall >= next_view:
-                view.update(wall, engine.elapsed_ms / 1000, pub.sent, pub.acked, engine.active_faults)
+                view.update(wall, engine.elapsed_ms / 1000, engine.messages, pub.sent, pub.acked, engine.active_faults)
                 next_view = wall + 0.25
             # Real-time pacing: the step at device offset E is due at wall time E / speed.
             ahead = engine.elapsed_ms / speed_ms - wall
@@ -191,7 +190,7 @@ def _step_loop(
     except KeyboardInterrupt:
         log.info("interrupted; finishing")
     wall = time.monotonic() - t0
-    view.update(wall, engine.elapsed_ms / 1000, pub.sent, pub.acked, engine.active_faults)
+    view.update(wall, engine.elapsed_ms / 1000, engine.messages, pub.sent, pub.acked, engine.active_faults)
 
 
 def main(argv: list[str] | None = None) -> int:
