@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,6 +100,9 @@ class Collector:
         self._closing = threading.Event()
         self._stopped = threading.Event()
         self.connected = threading.Event()
+        # Called with each stored alarm transition message (e.g. maintenance reversion);
+        # run on the pipeline thread, so they must be quick.
+        self.transition_hooks: list[Callable[[dict[str, Any]], None]] = []
         self._threads: list[threading.Thread] = []
         self._last_write_ok: float | None = None
         self._spool_retry_at = 0.0
@@ -239,6 +243,11 @@ class Collector:
                 },
             )
             self.client.publish(alarm_topic(t.device.firm_id, t.device.id), orjson.dumps(msg), qos=1)
+            for hook in self.transition_hooks:
+                try:
+                    hook(msg)
+                except Exception:  # a broken hook must not stop ingest; it is logged loudly
+                    log.exception("alarm transition hook %r failed", hook)
 
     def _maybe_refresh_registry(self, now: float, min_age: float | None = None) -> bool:
         age = now - self._registry_loaded
