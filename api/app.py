@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import semon
-from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health
+from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health, routes_maintenance
 from semon.api.metrics import MetricsMiddleware
 from semon.api.openapi import install_openapi
 from semon.api.problems import install_problem_handlers
@@ -95,6 +95,7 @@ def create_app(
     install_openapi(app)
     for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters):
         app.include_router(module.router)
+    app.include_router(routes_maintenance.router)
     return app
 
 

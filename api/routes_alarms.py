@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
@@ -11,8 +12,18 @@ from sqlalchemy import select
 from semon.api.deps import DbDep, Limit, Offset
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
-from semon.api.problems import not_found
-from semon.api.schemas import AlarmDetailOut, AlarmEventOut, AlarmOut, AlarmPage
+from semon.api.problems import ProblemException, not_found
+from semon.api.schemas import (
+    AlarmAction,
+    AlarmAssign,
+    AlarmClear,
+    AlarmComment,
+    AlarmDetailOut,
+    AlarmEventOut,
+    AlarmOut,
+    AlarmPage,
+)
+from semon.rules.alarms import AlarmConflict, AlarmNotFound, AlarmStore
 from semon.store.models import Alarm, AlarmEvent
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
@@ -102,3 +113,41 @@ def get_alarm(
         return AlarmDetailOut(
             **base, events=[AlarmEventOut.model_validate(e) for e in events]
         )
+
+
+def _act(db: DbDep, alarm_id: int, op: Callable[[AlarmStore], Alarm]) -> AlarmOut:
+    """Run one lifecycle operation; the transition is stored now and announced by a collector."""
+    try:
+        return AlarmOut.model_validate(op(AlarmStore(db)))
+    except AlarmNotFound as e:
+        raise not_found("alarm", alarm_id) from e
+    except AlarmConflict as e:
+        raise ProblemException(409, str(e), slug="alarm-state-conflict", title="Alarm state conflict") from e
+
+
+_ACTION_RESPONSES = problem_responses({404: "unknown alarm", 409: "not applicable in the alarm's current state"})
+AlarmId = Annotated[int, Path(description="alarm id", examples=[42])]
+
+
+@router.post("/{alarm_id}/ack", response_model=AlarmOut, summary="Acknowledge", responses=_ACTION_RESPONSES)
+def acknowledge(db: DbDep, alarm_id: AlarmId, body: AlarmAction) -> AlarmOut:
+    """Acknowledge an alarm (recorded with who and when)."""
+    return _act(db, alarm_id, lambda st: st.acknowledge(alarm_id, body.actor))
+
+
+@router.post("/{alarm_id}/clear", response_model=AlarmOut, summary="Clear by hand", responses=_ACTION_RESPONSES)
+def clear(db: DbDep, alarm_id: AlarmId, body: AlarmClear) -> AlarmOut:
+    """Clear an alarm; if its condition still holds, the engine raises a new one."""
+    return _act(db, alarm_id, lambda st: st.clear(alarm_id, body.actor, body.reason))
+
+
+@router.post("/{alarm_id}/comments", response_model=AlarmOut, summary="Comment", responses=_ACTION_RESPONSES)
+def comment(db: DbDep, alarm_id: AlarmId, body: AlarmComment) -> AlarmOut:
+    """Add a comment to the alarm's history."""
+    return _act(db, alarm_id, lambda st: st.comment(alarm_id, body.actor, body.text))
+
+
+@router.post("/{alarm_id}/assign", response_model=AlarmOut, summary="Assign", responses=_ACTION_RESPONSES)
+def assign(db: DbDep, alarm_id: AlarmId, body: AlarmAssign) -> AlarmOut:
+    """Assign the alarm to someone, or unassign it."""
+    return _act(db, alarm_id, lambda st: st.assign(alarm_id, body.actor, body.assignee))

@@ -229,6 +229,11 @@ class AlarmOut(BaseModel):
     start_ts: int = Field(description="device time the alarm was raised, ms")
     end_ts: int | None = Field(description="device time the alarm cleared, ms")
     ack_ts: int | None = Field(None, description="time the alarm was acknowledged, ms")
+    acked_by: str | None = Field(None, description="who acknowledged it")
+    cleared_by: str | None = Field(None, description="'rules' (condition ended) or the operator who cleared it")
+    assignee: str | None = Field(None, description="who is working on it")
+    raw_code: int | None = Field(None, description="the terminal's own code, when a code table raised it")
+    code_scheme: str | None = Field(None, description="the code table (gbt24476, …)")
     message: str
     details: JsonObject
     created_at: UtcDatetime
@@ -368,3 +373,28 @@ class DeadLetterSummary(BaseModel):
     )
     total: int
     by_reason: list[ReasonCount]
+
+
+class AlarmAction(BaseModel):
+    """Who does something to an alarm (until API keys arrive, the caller names themself)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"actor": "li.wei@firm-f001"}]})
+    actor: str = Field(min_length=1, max_length=64, description="operator name or id")
+
+
+class AlarmClear(AlarmAction):
+    """A manual clear, with an optional reason."""
+
+    reason: str = Field("", max_length=500)
+
+
+class AlarmComment(AlarmAction):
+    """A comment on an alarm."""
+
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class AlarmAssign(AlarmAction):
+    """Assign (or, with ``assignee: null``, unassign) an alarm."""
+
+    assignee: str | None = Field(max_length=64)

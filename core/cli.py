@@ -12,12 +12,14 @@ from rich.console import Console
 
 from semon.config import get_settings
 from semon.logs import setup_logging
+from semon.rules.maintenance.cli import maintenance_app
 
 app = typer.Typer(help="semon — monitoring for elevators and pressure vessels.", no_args_is_help=True)
 devices_app = typer.Typer(help="Equipment registry.", no_args_is_help=True)
 db_app = typer.Typer(help="Relational database schema.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 app.add_typer(db_app, name="db")
+app.add_typer(maintenance_app, name="maintenance")
 console = Console(stderr=True)
 
 
@@ -36,6 +38,7 @@ def collect(
     """Run a collector: MQTT → validation → rules → InfluxDB/SQLite and the alarm store."""
     from semon.ingest.collector import Collector
     from semon.metrics import serve_health
+    from semon.rules.maintenance.reversion import install_reversion
     from semon.store import open_telemetry
     from semon.store.db import Database
 
@@ -48,6 +51,7 @@ def collect(
         raise typer.Exit(2)
     db = Database(s.db_url)
     col = Collector(s, db, open_telemetry(s))
+    install_reversion(col)
     srv = serve_health("0.0.0.0", s.health_port if health_port is None else health_port, col.health)
     col.start()
     _wait_for_signal()
@@ -157,3 +161,30 @@ def simulate(
         f"published {res.total_messages:,} status messages from {len(res.per_device)} devices in {res.elapsed_s:.1f} s "
         f"({res.achieved_rate:,.0f} msg/s), {len(res.faults)} faults injected; all acknowledged: {res.all_acked}"
     )
+
+
+dashboards_app = typer.Typer(help="Grafana boards (dashboards/, docs/boards.md).", no_args_is_help=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option(envvar="GRAFANA_URL", help="Grafana URL; may carry user:password@")] = (
+        "http://localhost:3000"
+    ),
+    token: Annotated[str | None, typer.Option(envvar="GRAFANA_TOKEN", help="service-account token")] = None,
+    influx_url: Annotated[
+        str | None, typer.Option(help="InfluxDB URL as Grafana reaches it (default SEMON_INFLUX_URL)")
+    ] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="boards to push (default dashboards/json)")] = None,
+    device_info: Annotated[bool, typer.Option(help="write registry limits to InfluxDB (device_info)")] = True,
+) -> None:
+    """Create or update the semon folder, InfluxDB datasource and boards in an existing Grafana."""
+    from semon.grafana import PushError, run_push
+
+    try:
+        for line in run_push(get_settings(), url, token, influx_url, directory, device_info):
+            console.print(line)
+    except PushError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(1) from e

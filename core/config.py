@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(65536, ge=256)
     max_future_skew_s: float = 300.0
     registry_refresh_s: float = 10.0
-    keepalive_s: float = 60.0
+    # Operator rules file (TOML): thresholds, enabling, per kind / firm / device overrides.
+    rules_file: Path | None = None
     health_port: int = 9108
 
     # API.

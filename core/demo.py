@@ -18,6 +18,7 @@ from rich.console import Console
 from semon.broker import EmbeddedBroker
 from semon.config import Settings
 from semon.ingest.collector import Collector
+from semon.rules.maintenance.reversion import install_reversion
 from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.registry import import_devices_csv
@@ -73,6 +74,7 @@ def run_demo(settings: Settings, *, elevators: int = 50, vessels: int = 10, rate
     build_fleet(elevators, vessels, seed).write_registry_csv(registry)
     counts = import_devices_csv(db, registry)
     collector = Collector(s, db, telemetry)
+    install_reversion(collector)
     collector.start()
     collector.connected.wait(10)
 

@@ -30,16 +30,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from semon import metrics as m
 from semon.config import Settings
 from semon.contract.topics import SUBSCRIPTIONS, alarm_topic
-from semon.ingest.decode import Accepted, Decoder, Rejected, to_points
+from semon.ingest.decode import Decoder, Rejected, to_points
 from semon.ingest.spool import Spool, SpoolFull
-from semon.rules.alarms import AlarmStore
-from semon.rules.base import AlarmTransition, Rule
-from semon.rules.builtin import builtin_rules
+from semon.rules.alarms import AlarmStore, alarm_message
+from semon.rules.base import AlarmTransition
+from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
 from semon.store.db import Database
 from semon.store.models import DeadLetter
 from semon.store.registry import load_registry
-from semon.store.telemetry import Point, TelemetryStore, TelemetryUnavailable
+from semon.store.telemetry import ALARM_MEASUREMENT, Point, TelemetryStore, TelemetryUnavailable, point_time_ns
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Inbound:
     mid: int
     qos: int
     gen: int  # connection generation: a mid means nothing on another connection
+    arrived_ms: int  # wall clock at arrival: liveness is judged on arrival, not processing
 
 
 @dataclass(slots=True)
@@ -81,14 +82,14 @@ class Collector:
         db: Database,
         telemetry: TelemetryStore,
         *,
-        rules: list[Rule] | None = None,
+        engine: RuleEngine | None = None,
         client_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.telemetry = telemetry
         self.alarms = AlarmStore(db)
-        self.engine = RuleEngine(rules if rules is not None else builtin_rules())
+        self.engine = engine or RuleEngine(Catalog(settings.rules_file))
         self.decoder = Decoder(load_registry(db), settings.max_payload_bytes, int(settings.max_future_skew_s * 1000))
         self._registry_loaded = time.monotonic()
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
@@ -107,6 +108,8 @@ class Collector:
         self._last_write_ok: float | None = None
         self._spool_retry_at = 0.0
         self._spool_backoff = 0.5
+        self._offline_paused = True
+        self._batch = Batch()
         self.client = self._make_client(client_id or settings.mqtt_client_id)
 
     # -- MQTT --------------------------------------------------------------------------
@@ -148,39 +151,59 @@ class Collector:
         if self._closing.is_set():
             return  # not acked: the broker redelivers it to our next session
         # Blocks paho's network thread when the pipeline is behind: TCP back-pressure.
-        self.inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._gen))
+        self.inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._gen, _now_ms()))
 
     # -- pipeline thread ---------------------------------------------------------------
     def _pipeline(self) -> None:
-        batch = Batch()
+        self._batch = Batch()
         dead: list[DeadLetter] = []
-        last_tick = 0.0
+        last_tick = last_relay = 0.0
         half_window = max(1, self.settings.mqtt_max_inflight // 2)
+        if not self.settings.mqtt_share_group:
+            # Alone on the stream: every registered device is expected to speak. In a share
+            # group each collector only watches the devices it hears from (docs/rules.md).
+            self.engine.watch(self.decoder.registry.values(), _now_ms())
         while True:
             try:
                 item: Inbound | None = self.inbox.get(timeout=0.1)
             except queue.Empty:
                 item = None
             if item is not None:
-                self._handle(item, batch, dead)
+                self._handle(item, self._batch, dead)
             now = time.monotonic()
             if now - last_tick >= 0.2:
                 last_tick = now
+                self._sync_connection_state()
                 self._publish(self.engine.tick(_now_ms()))
                 self._maybe_refresh_registry(now)
                 m.QUEUE_DEPTH.set(self.inbox.qsize())
+            if now - last_relay >= 1.0:
+                last_relay = now
+                self._relay()
+            batch = self._batch
             n = len(batch.acks)
-            if n and (
+            if (n or batch.points) and (
                 len(batch.points) >= self.settings.batch_max_lines
                 or n >= half_window  # the broker sends no more than its inflight window unacked
                 or now - batch.started >= self.settings.batch_max_age_s
                 or (item is None and self._closing.is_set())
             ):
                 self._flush(batch, dead)
-                batch, dead = Batch(), []
+                self._batch, dead = Batch(), []
             if item is None and self._closing.is_set() and self.inbox.empty():
                 break
+        if self._batch.points:
+            self._flush(self._batch, dead)  # alarm points without messages to ack
         self.outbox.put(None)
+
+    def _sync_connection_state(self) -> None:
+        """Offline timers pause while we, not the devices, are cut off from the broker."""
+        if self.connected.is_set() and self._offline_paused:
+            self.engine.resume_offline(_now_ms())
+            self._offline_paused = False
+        elif not self.connected.is_set() and not self._offline_paused:
+            self.engine.pause_offline()
+            self._offline_paused = True
 
     def _handle(self, item: Inbound, batch: Batch, dead: list[DeadLetter]) -> None:
         now_ms = _now_ms()
@@ -201,7 +224,11 @@ class Collector:
             m.MESSAGES_ACCEPTED.labels(res.device.kind, channel).inc()
             batch.points.extend(to_points(res, time.time_ns()))
             if channel == "status":
-                self._evaluate(res, now_ms)
+                self._publish(self.engine.evaluate(res.device, res.body, item.arrived_ms))
+            elif channel == "event":
+                self._publish(self.engine.evaluate_event(res.device, res.body, item.arrived_ms))
+            else:
+                self._publish(self.engine.online(res.device, res.body, item.arrived_ms))
         if item.qos:
             batch.acks.append((item.gen, item.mid, item.qos))
 
@@ -209,9 +236,7 @@ class Collector:
         self.stats["dead_letters"] += 1
         self.dead_by_reason[r.reason] += 1
         m.DEAD_LETTERS.labels(r.reason).inc()
-        log.warning(
-            "dead letter", extra={"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]}
-        )
+        log.warning("dead letter", extra={"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]})
         return DeadLetter(
             received_at=datetime.now(UTC),
             topic=topic,
@@ -222,13 +247,12 @@ class Collector:
             device_id=r.device_id,
         )
 
-    def _evaluate(self, a: Accepted, now_ms: int) -> None:
-        self._publish(self.engine.evaluate(a.device, a.body, now_ms))
-
     def _publish(self, transitions: list[AlarmTransition]) -> None:
+        """Store each transition, announce it, and note it for the boards."""
+        published: list[int] = []
         for t in transitions:
-            msg = self.alarms.apply(t)
-            if msg is None:
+            stored = self.alarms.apply(t)
+            if stored is None:
                 continue
             self.stats[f"alarm_{t.event}"] += 1
             m.ALARM_TRANSITIONS.labels(t.rule.alarm_type, t.event).inc()
@@ -236,18 +260,58 @@ class Collector:
                 "alarm %s",
                 t.event,
                 extra={
-                    "alarm_id": msg["alarm_id"],
+                    "alarm_id": stored.message["alarm_id"],
                     "device_id": t.device.id,
                     "alarm_type": t.rule.alarm_type,
+                    "severity": t.severity.value,
                     "device_ts": t.ts,
                 },
             )
-            self.client.publish(alarm_topic(t.device.firm_id, t.device.id), orjson.dumps(msg), qos=1)
-            for hook in self.transition_hooks:
-                try:
-                    hook(msg)
-                except Exception:  # a broken hook must not stop ingest; it is logged loudly
-                    log.exception("alarm transition hook %r failed", hook)
+            self._announce(stored.event_id, stored.message)
+            published.append(stored.event_id)
+        self.alarms.mark_published(published)
+
+    def _announce(self, event_id: int, msg: dict[str, Any]) -> None:
+        """Publish on the alarm topic, write the board annotation point, run the hooks."""
+        dev = self.decoder.registry.get(msg["device_id"])
+        self.client.publish(alarm_topic(msg["firm_id"], msg["device_id"]), orjson.dumps(msg), qos=1)
+        tags = {
+            "kind": msg["kind"],
+            "device_id": msg["device_id"],
+            "district": dev.district if dev else "",
+            "firm": msg["firm_id"] or "",
+            "type": msg["type"],
+            "severity": msg["severity"],
+        }
+        fields = {
+            "event": msg["event"],
+            "alarm_id": int(msg["alarm_id"]),
+            "message": msg["message"] or "",
+            "actor": msg["actor"],
+        }
+        self._batch.points.append(
+            Point(ALARM_MEASUREMENT, tags, fields, point_time_ns(msg["ts"], event_id), msg["device_id"])
+        )
+        for hook in self.transition_hooks:
+            try:
+                hook(msg)
+            except Exception:  # a broken hook must not stop ingest; it is logged loudly
+                log.exception("alarm transition hook %r failed", hook)
+
+    def _relay(self) -> None:
+        """Announce operator actions made through the API (and transitions a crash left unsent)."""
+        try:
+            claimed = self.alarms.claim_unpublished()
+        except Exception:  # the database may be briefly away; the next round retries
+            log.exception("alarm relay failed")
+            return
+        for ev, a in claimed:
+            msg = alarm_message(a, ev.event, ev.ts, ev.actor, extra=ev.details or None)
+            self._announce(ev.id, msg)
+            self.stats[f"relayed_{ev.event}"] += 1
+            if ev.event == "cleared" and ev.actor != "rules":
+                # A manual clear: if the condition still holds, the engine raises a new alarm.
+                self.engine.manual_clear(a.device_id, a.type)
 
     def _maybe_refresh_registry(self, now: float, min_age: float | None = None) -> bool:
         age = now - self._registry_loaded
@@ -262,7 +326,7 @@ class Collector:
         for a in self.alarms.active():
             dev = self.decoder.registry.get(a.device_id)
             if dev is not None:
-                self.engine.restore_active(dev, a.rule_id, a.onset_ts, a.start_ts)
+                self.engine.restore_active(dev, a.rule_id, a.onset_ts, a.start_ts, a.severity)
 
     def _flush(self, batch: Batch, dead: list[DeadLetter]) -> None:
         if dead:

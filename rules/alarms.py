@@ -1,16 +1,21 @@
-"""Alarm store: turns engine transitions into database rows and the message to publish.
+"""Alarm store: the alarm lifecycle in the database, and the messages that announce it.
 
-One active alarm per device and type is guaranteed by the database (partial unique index),
-so two collectors racing to raise the same alarm end up with one row.
+* One active alarm per device and type is guaranteed by the database (partial unique index),
+  so two collectors racing to raise the same alarm end up with one row.
+* Severity rises and falls on the same alarm; acknowledge, clear, comment and assign are
+  recorded with who and when. Every transition is an ``alarm_events`` row, published on
+  ``semon/v1/alarms/{firm}/{device}``; ``published_at`` marks what went out, so a collector
+  relays operator actions made through the API and anything a crash left unannounced.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from semon.rules.base import AlarmTransition
@@ -19,10 +24,25 @@ from semon.store.models import Alarm, AlarmEvent
 
 log = logging.getLogger(__name__)
 
+RULES_ACTOR = "rules"
+# A transition by the rules is published right after it is stored; one still unmarked after
+# this long was lost to a crash between the two and is relayed.
+RELAY_GRACE = timedelta(seconds=30)
 
-def alarm_message(a: Alarm, event: str, ts: int) -> dict[str, Any]:
+
+class AlarmNotFound(LookupError):
+    """No alarm with that id."""
+
+
+class AlarmConflict(ValueError):
+    """The operation does not apply to the alarm in its current state."""
+
+
+def alarm_message(
+    a: Alarm, event: str, ts: int, actor: str = RULES_ACTOR, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The JSON transition published on ``semon/v1/alarms/{firm}/{device}`` (schemas/alarm.json)."""
-    return {
+    msg = {
         "alarm_id": a.id,
         "event": event,
         "device_id": a.device_id,
@@ -33,17 +53,36 @@ def alarm_message(a: Alarm, event: str, ts: int) -> dict[str, Any]:
         "severity": a.severity,
         "active": a.active,
         "acknowledged": a.acknowledged,
+        "assignee": a.assignee,
         "onset_ts": a.onset_ts,
         "start_ts": a.start_ts,
         "end_ts": a.end_ts,
         "ts": ts,
+        "actor": actor,
         "message": a.message,
-        "details": a.details,
+        "details": a.details if not extra else {**a.details, **extra},
     }
+    return msg
+
+
+@dataclass(slots=True)
+class Stored:
+    """A stored transition: its event row id and the message to publish."""
+
+    event_id: int
+    message: dict[str, Any]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _now_ms() -> int:
+    return int(_now().timestamp() * 1000)
 
 
 class AlarmStore:
-    """Applies transitions to the ``alarms`` / ``alarm_events`` tables."""
+    """Applies transitions and operator actions to ``alarms`` / ``alarm_events``."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -53,24 +92,33 @@ class AlarmStore:
         with self.db.session() as s:
             return list(s.scalars(select(Alarm).where(Alarm.active)))
 
-    def apply(self, t: AlarmTransition) -> dict[str, Any] | None:
-        """Store a transition; return the message to publish, or None when nothing changed."""
-        return self._raise(t) if t.event == "raised" else self._clear(t)
+    # -- from the rule engine ------------------------------------------------------------
+    def apply(self, t: AlarmTransition) -> Stored | None:
+        """Store an engine transition; None when it changes nothing (already raised elsewhere…)."""
+        if t.event == "raised":
+            return self._raise(t)
+        if t.event == "severity_changed":
+            return self._severity(t)
+        return self._clear(t)
 
-    def _raise(self, t: AlarmTransition) -> dict[str, Any] | None:
-        now = datetime.now(UTC)
+    def _raise(self, t: AlarmTransition) -> Stored | None:
+        now = _now()
         try:
             with self.db.session() as s:
                 # A redelivered backlog after a crash replays conditions that an alarm already
-                # covered and cleared: an alarm cannot begin before the previous one ended.
+                # covered and cleared: an alarm cannot begin before the previous one ended. (After
+                # a manual clear the condition may rightly go on: that raises a new alarm.)
                 last_end = s.scalar(
                     select(func.max(Alarm.end_ts)).where(
-                        Alarm.device_id == t.device.id, Alarm.type == t.rule.alarm_type, ~Alarm.active
+                        Alarm.device_id == t.device.id,
+                        Alarm.type == t.rule.alarm_type,
+                        ~Alarm.active,
+                        Alarm.cleared_by == RULES_ACTOR,
                     )
                 )
-                if last_end is not None and last_end >= t.onset_ts:
+                if last_end is not None and last_end > t.onset_ts:
                     log.info(
-                        "replayed %s on %s (onset %d ≤ last end %d)",
+                        "replayed %s on %s (onset %d < last end %d)",
                         t.rule.alarm_type,
                         t.device.id,
                         t.onset_ts,
@@ -83,7 +131,7 @@ class AlarmStore:
                     firm_id=t.device.firm_id or None,
                     type=t.rule.alarm_type,
                     rule_id=t.rule.id,
-                    severity=t.rule.severity.value,
+                    severity=t.severity.value,
                     active=True,
                     acknowledged=False,
                     onset_ts=t.onset_ts,
@@ -92,28 +140,145 @@ class AlarmStore:
                     updated_at=now,
                     message=t.message,
                     details=t.details,
+                    raw_code=t.details.get("code") if t.rule.id.startswith("code.") else None,
+                    code_scheme=t.details.get("scheme") if t.rule.id.startswith("code.") else None,
                 )
                 s.add(a)
                 s.flush()
-                s.add(
-                    AlarmEvent(alarm_id=a.id, event="raised", ts=t.ts, at=now, severity=a.severity, details=t.details)
-                )
-                return alarm_message(a, "raised", t.ts)
+                ev = AlarmEvent(alarm_id=a.id, event="raised", ts=t.ts, at=now, severity=a.severity, details=t.details)
+                s.add(ev)
+                s.flush()
+                return Stored(ev.id, alarm_message(a, "raised", t.ts))
         except IntegrityError:
-            # Another collector raised it first: the constraint did its job.
+            # Another collector (or the same type from a terminal code) raised it first.
             log.info("%s on %s already active (raised elsewhere)", t.rule.alarm_type, t.device.id)
             return None
 
-    def _clear(self, t: AlarmTransition) -> dict[str, Any] | None:
-        now = datetime.now(UTC)
+    def _active_for(self, s: Any, t: AlarmTransition) -> Alarm | None:
+        return s.scalar(
+            select(Alarm)
+            .where(Alarm.device_id == t.device.id, Alarm.type == t.rule.alarm_type, Alarm.active)
+            .with_for_update()
+        )
+
+    def _severity(self, t: AlarmTransition) -> Stored | None:
+        now = _now()
         with self.db.session() as s:
-            a = s.scalar(
-                select(Alarm)
-                .where(Alarm.device_id == t.device.id, Alarm.type == t.rule.alarm_type, Alarm.active)
-                .with_for_update()
+            a = self._active_for(s, t)
+            if a is None or a.severity == t.severity.value:
+                return None
+            before = a.severity
+            a.severity, a.updated_at = t.severity.value, now
+            if t.message:
+                a.message = t.message
+            details = {**t.details, "from": before, "to": a.severity}
+            ev = AlarmEvent(
+                alarm_id=a.id, event="severity_changed", ts=t.ts, at=now, severity=a.severity, details=details
             )
+            s.add(ev)
+            s.flush()
+            return Stored(ev.id, alarm_message(a, "severity_changed", t.ts, extra={"from": before}))
+
+    def _clear(self, t: AlarmTransition) -> Stored | None:
+        now = _now()
+        with self.db.session() as s:
+            a = self._active_for(s, t)
             if a is None:
                 return None
-            a.active, a.end_ts, a.updated_at = False, t.ts, now
-            s.add(AlarmEvent(alarm_id=a.id, event="cleared", ts=t.ts, at=now, severity=a.severity, details=t.details))
-            return alarm_message(a, "cleared", t.ts)
+            a.active, a.end_ts, a.updated_at, a.cleared_by = False, t.ts, now, RULES_ACTOR
+            ev = AlarmEvent(alarm_id=a.id, event="cleared", ts=t.ts, at=now, severity=a.severity, details=t.details)
+            s.add(ev)
+            s.flush()
+            return Stored(ev.id, alarm_message(a, "cleared", t.ts))
+
+    # -- operators (API) -----------------------------------------------------------------
+    def _operate(self, alarm_id: int, actor: str, event: str, details: dict[str, Any], change: Any) -> Alarm:
+        now = _now()
+        with self.db.session() as s:
+            a = s.scalar(select(Alarm).where(Alarm.id == alarm_id).with_for_update())
+            if a is None:
+                raise AlarmNotFound(alarm_id)
+            change(a, now)
+            a.updated_at = now
+            s.add(
+                AlarmEvent(
+                    alarm_id=a.id, event=event, ts=_now_ms(), at=now, severity=a.severity, actor=actor, details=details
+                )
+            )
+            return a
+
+    def acknowledge(self, alarm_id: int, actor: str) -> Alarm:
+        """Acknowledge (idempotent errors: acknowledging twice is a conflict)."""
+
+        def change(a: Alarm, now: datetime) -> None:
+            if a.acknowledged:
+                raise AlarmConflict(f"alarm {a.id} is already acknowledged (by {a.acked_by})")
+            a.acknowledged, a.ack_ts, a.acked_by = True, int(now.timestamp() * 1000), actor
+
+        return self._operate(alarm_id, actor, "acknowledged", {}, change)
+
+    def clear(self, alarm_id: int, actor: str, reason: str = "") -> Alarm:
+        """Clear by hand; if the condition still holds, the engine raises a new alarm."""
+
+        def change(a: Alarm, now: datetime) -> None:
+            if not a.active:
+                raise AlarmConflict(f"alarm {a.id} is already cleared")
+            a.active, a.end_ts, a.cleared_by = False, int(now.timestamp() * 1000), actor
+
+        return self._operate(alarm_id, actor, "cleared", {"reason": reason} if reason else {}, change)
+
+    def comment(self, alarm_id: int, actor: str, text: str) -> Alarm:
+        """Add a comment."""
+        return self._operate(alarm_id, actor, "comment", {"text": text}, lambda a, now: None)
+
+    def assign(self, alarm_id: int, actor: str, assignee: str | None) -> Alarm:
+        """Assign to someone (None unassigns)."""
+
+        def change(a: Alarm, now: datetime) -> None:
+            a.assignee, a.assigned_at = assignee, now if assignee else None
+
+        return self._operate(alarm_id, actor, "assigned", {"assignee": assignee}, change)
+
+    # -- publishing ----------------------------------------------------------------------
+    def mark_published(self, event_ids: list[int]) -> None:
+        """Record that these transitions went out."""
+        if event_ids:
+            with self.db.session() as s:
+                s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(event_ids)).values(published_at=_now()))
+
+    def claim_unpublished(self, limit: int = 200) -> list[tuple[AlarmEvent, Alarm]]:
+        """Operator actions (and crash leftovers) not yet announced; claimed by this caller.
+
+        Claiming is an UPDATE … WHERE published_at IS NULL, so of several collectors only one
+        relays each transition.
+        """
+        now = _now()
+        with self.db.session() as s:
+            ids = list(
+                s.scalars(
+                    select(AlarmEvent.id)
+                    .where(
+                        AlarmEvent.published_at.is_(None),
+                        (AlarmEvent.actor != RULES_ACTOR) | (AlarmEvent.at < now - RELAY_GRACE),
+                    )
+                    .order_by(AlarmEvent.id)
+                    .limit(limit)
+                )
+            )
+            if not ids:
+                return []
+            claimed = list(
+                s.scalars(
+                    update(AlarmEvent)
+                    .where(AlarmEvent.id.in_(ids), AlarmEvent.published_at.is_(None))
+                    .values(published_at=now)
+                    .returning(AlarmEvent.id)
+                )
+            )
+            rows = s.execute(
+                select(AlarmEvent, Alarm)
+                .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
+                .where(AlarmEvent.id.in_(claimed))
+                .order_by(AlarmEvent.id)
+            ).all()
+            return [(e, a) for e, a in rows]

@@ -1,16 +1,14 @@
-"""The interface every semon rule implements, and the alarm transition it leads to.
+"""Shared vocabulary of the rule engine: severities, rule identity, alarm transitions.
 
-A rule only *judges one status snapshot*: does it show the hazard (TRIGGER), show that it is
-over (CLEAR), or sit in the hysteresis band between (HOLD)? Durations ("for ≥ 20 s"), minimum
-clear times, event-time ordering and the alarm lifecycle are the engine's job, the same for
-every rule.
+Rules themselves are data (rules/data/catalog.toml, compiled by ``semon.rules.catalog``);
+everything time-related — durations, hysteresis, minimum clear time, repetition, event-time
+ordering, timers — is the engine's job, the same for every rule.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from semon.store.registry import DeviceInfo
@@ -25,17 +23,12 @@ class Severity(StrEnum):
     warning = "warning"
 
 
-class Verdict(Enum):
-    """What one snapshot says about a rule's condition."""
-
-    TRIGGER = 1
-    HOLD = 0
-    CLEAR = -1
+SEVERITY_RANK = {Severity.critical: 0, Severity.major: 1, Severity.minor: 2, Severity.warning: 3}
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """Identity and timing of a rule; thresholds live in the rule itself."""
+    """Identity of a rule: what alarm it raises for which equipment kind."""
 
     id: str
     kind: str
@@ -46,39 +39,15 @@ class RuleSpec:
     explain: str = ""
 
 
-@dataclass(slots=True)
-class Check:
-    """A verdict plus the facts behind it (they end up in the alarm's details)."""
-
-    verdict: Verdict
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-HOLD = Check(Verdict.HOLD)
-
-
-class Rule(ABC):
-    """A hazard condition over one device's status snapshots."""
-
-    spec: RuleSpec
-
-    @abstractmethod
-    def check(self, status: Any, device: DeviceInfo) -> Check:
-        """Judge one snapshot (already validated against the contract)."""
-
-    def message(self, device: DeviceInfo, details: dict[str, Any]) -> str:
-        """Human explanation of a raised alarm, from the spec's template."""
-        return self.spec.explain.format(device=device.id, **details)
-
-
 @dataclass(frozen=True, slots=True)
 class AlarmTransition:
-    """The engine's output: an alarm begins or ends for a device (device time in ms)."""
+    """The engine's output: an alarm begins, changes severity or ends (device time in ms)."""
 
-    event: str  # "raised" | "cleared"
+    event: str  # "raised" | "severity_changed" | "cleared"
     rule: RuleSpec
     device: DeviceInfo
     onset_ts: int
     ts: int
     message: str
     details: dict[str, Any]
+    severity: Severity

@@ -1,20 +1,33 @@
-"""Rule engine: per-device state in device (event) time, durations, hysteresis and timers.
+"""Rule engine: per-device state in device (event) time for every catalog rule, terminal codes
+and offline detection. Pure logic; the collector feeds it and stores what it returns.
 
-Messages of one device are evaluated in the order of their device time: a duplicate or an
-older message (lower ``(ts, seq)``) never moves the state backwards. Duration conditions fire
-on the first message that proves the duration elapsed — or on a timer when the device, which
-reports on change, says nothing more (ThingsBoard's late-alarm hole, see shared/lessons.md).
+* Messages of one device are evaluated in device-time order: a duplicate or older message
+  (lower ``(ts, seq)``) never moves the state backwards (ThingsBoard's "latest value" hole).
+* A duration ("for ≥ 20 s") fires on the first message that proves it elapsed — or on a timer
+  when the device, which reports on change, says nothing more (the late-alarm hole).
+* Hysteresis (HOLD between the level and the clear condition) and a minimum clear time keep a
+  value bouncing around a threshold from raising a storm; a severity ladder moves up at once
+  and down only after the minimum clear time.
+* Offline detection runs on timers from arrival time, paused while the collector itself is
+  disconnected (no alarm storm when the broker restarts).
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from semon.rules.base import AlarmTransition, Check, Rule, Verdict
+from semon.rules import expr
+from semon.rules.base import AlarmTransition, RuleSpec, Severity
+from semon.rules.catalog import Catalog, CompiledRule, DeviceRules
+from semon.rules.codes import CodeTable
 from semon.store.registry import DeviceInfo
+
+OFFLINE_SPEC_ID = "device.terminal_offline"
 
 
 class Phase(IntEnum):
@@ -33,134 +46,393 @@ class RuleState:
     phase: Phase = Phase.IDLE
     since: int = 0  # device ms the current PENDING / CLEARING began
     onset: int = 0  # device ms the alarm's condition began
-    details: dict[str, Any] = field(default_factory=dict)
+    level: int = 0  # index into the rule's severity ladder (0 = highest)
+    lower_since: int = -1  # device ms a lower level began while ACTIVE (de-escalation timer)
+    prev: bool = False  # last raw condition (edge detection for repetition rules)
+    edges: deque[int] | None = None  # rising edges inside the repetition window
 
 
 @dataclass(slots=True)
 class DeviceState:
-    """Per-device ordering watermark and rule states."""
+    """Per-device ordering watermarks, rule states, derived values and liveness."""
 
     device: DeviceInfo
+    rules: DeviceRules
+    states: list[RuleState]
     last_ts: int = -1
     last_seq: int = -1
-    clock_offset_ms: int = 0  # device time minus wall time at the last evaluated message
-    rules: dict[str, RuleState] = field(default_factory=dict)
+    ev_ts: int = -1
+    ev_seq: int = -1
+    clock_offset_ms: int = 0  # device time minus wall time at the last message
+    last_status: Any = None
+    derived: dict[str, Any] = field(default_factory=dict)
+    samples: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
+    p_changed: int = -1
+    t_changed: int = -1
+    last_p: float | None = None
+    last_t: float | None = None
+    code_alarms: dict[str, tuple[RuleSpec, int]] = field(default_factory=dict)  # alarm_type → (spec, onset)
+    last_seen_wall: int = 0
+    last_device_ts: int | None = None
+    offline: bool = False
+    offline_onset: int = 0
+    offline_severity: Severity = Severity.minor
 
 
 class RuleEngine:
-    """Runs rules over status snapshots and yields alarm transitions; holds no I/O."""
+    """Runs the catalog over status snapshots and events; yields alarm transitions; no I/O."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
-        self.rules = list(rules)
-        self._by_kind: dict[str, list[Rule]] = {}
-        for r in self.rules:
-            self._by_kind.setdefault(r.spec.kind, []).append(r)
-        self._by_id = {r.spec.id: r for r in self.rules}
+    def __init__(self, catalog: Catalog | None = None, codes: CodeTable | None = None) -> None:
+        self.catalog = catalog or Catalog()
+        self.codes = codes or CodeTable()
         self._devices: dict[str, DeviceState] = {}
-        # (device_id, rule_id) whose PENDING/CLEARING may complete by the clock alone.
-        self._timed: set[tuple[str, str]] = set()
+        self._timed: set[tuple[str, int]] = set()  # (device, rule index) waiting on the clock
+        off = self.catalog.offline
+        self.offline_enabled = off.enabled
+        self.offline_timeout_ms = int(off.keepalive_s * off.factor * 1000)
+        self.offline_spec = RuleSpec(OFFLINE_SPEC_ID, "*", "terminal_offline", off.severity, self.offline_timeout_ms)
+        self._offline_heap: list[tuple[int, str]] = []
+        self._offline_paused = False
         self.stale_skipped = 0
 
+    # -- device state ------------------------------------------------------------------
     def _state(self, device: DeviceInfo) -> DeviceState:
         ds = self._devices.get(device.id)
+        if ds is not None and (ds.device is device or ds.device == device):
+            ds.device = device  # the same facts, reloaded: keep the fast identity check
+            return ds
+        rules = self.catalog.for_device(device)
         if ds is None:
-            ds = self._devices[device.id] = DeviceState(device)
+            ds = DeviceState(device, rules, [self._fresh(c) for c in rules.rules])
+            self._devices[device.id] = ds
         else:
-            ds.device = device  # registry attributes (set pressure…) may have changed
+            # The registry changed (new set pressure, override…): keep states of rules that remain.
+            old = {c.spec.id: st for c, st in zip(ds.rules.rules, ds.states, strict=True)}
+            ds.states = [old.get(c.spec.id) or self._fresh(c) for c in rules.rules]
+            ds.device, ds.rules = device, rules
+            self._timed = {k for k in self._timed if k[0] != device.id}
+            for i, st in enumerate(ds.states):
+                if st.phase in (Phase.PENDING, Phase.CLEARING):
+                    self._timed.add((device.id, i))
         return ds
 
-    def restore_active(self, device: DeviceInfo, rule_id: str, onset_ts: int, start_ts: int) -> None:
-        """Mark an alarm found active in the database, so the engine can clear it later."""
-        if rule_id not in self._by_id:
-            return
-        ds = self._state(device)
-        ds.rules[rule_id] = RuleState(Phase.ACTIVE, start_ts, onset_ts)
+    @staticmethod
+    def _fresh(c: CompiledRule) -> RuleState:
+        return RuleState(edges=deque() if c.repeat else None)
 
-    def evaluate(self, device: DeviceInfo, status: Any, wall_ms: int) -> list[AlarmTransition]:
-        """Run the device kind's rules over one snapshot."""
+    def watch(self, devices: Iterable[DeviceInfo], wall_ms: int) -> None:
+        """Expect messages from these devices from now on (offline detection for silent ones)."""
+        for d in devices:
+            ds = self._state(d)
+            if ds.last_seen_wall == 0:
+                ds.last_seen_wall = wall_ms
+                heapq.heappush(self._offline_heap, (wall_ms + self.offline_timeout_ms, d.id))
+
+    def restore_active(self, device: DeviceInfo, rule_id: str, onset_ts: int, start_ts: int, severity: str) -> None:
+        """Mark an alarm found active in the database, so the engine can clear it later."""
         ds = self._state(device)
+        if rule_id == OFFLINE_SPEC_ID:
+            ds.offline, ds.offline_onset = True, onset_ts
+            return
+        if rule_id.startswith("code."):
+            scheme, _, code = rule_id.removeprefix("code.").rpartition(".")
+            cr = self.codes.lookup(scheme, int(code)) if code.isdigit() else None
+            if cr is not None:
+                ds.code_alarms[cr.spec.alarm_type] = (cr.spec, onset_ts)
+            return
+        for c, st in zip(ds.rules.rules, ds.states, strict=True):
+            if c.spec.id == rule_id:
+                st.phase, st.since, st.onset = Phase.ACTIVE, start_ts, onset_ts
+                st.level = next((i for i, s in enumerate(c.severities) if s == severity), 0)
+
+    # -- status ------------------------------------------------------------------------
+    def evaluate(self, device: DeviceInfo, status: Any, wall_ms: int) -> list[AlarmTransition]:
+        """Run the device kind's rules over one status snapshot."""
+        ds = self._state(device)
+        out = self._alive(ds, status.ts, wall_ms)
         if (status.ts, status.seq) <= (ds.last_ts, ds.last_seq):
             self.stale_skipped += 1
-            return []
-        ds.last_ts, ds.last_seq = status.ts, status.seq
-        ds.clock_offset_ms = status.ts - wall_ms
-        out: list[AlarmTransition] = []
-        for rule in self._by_kind.get(device.kind, ()):
-            st = ds.rules.get(rule.spec.id)
-            if st is None:
-                st = ds.rules[rule.spec.id] = RuleState()
-            t = self._step(ds, rule, st, rule.check(status, device), status.ts)
+            return out
+        ts = status.ts
+        ds.last_ts, ds.last_seq = ts, status.seq
+        ds.clock_offset_ms = ts - wall_ms
+        ds.last_status = status
+        r = ds.rules
+        if r.derived:
+            self._derive(ds, status)
+        s = status.__dict__
+        verdicts = r.evaluate(s, r.attrs, ds.derived)
+        resets = r.reset(s, r.attrs, ds.derived) if r.reset is not None else None
+        for i, v in enumerate(verdicts):
+            st = ds.states[i]
+            c = r.rules[i]
+            if st.edges is not None:
+                v = self._repeat(c, st, v >= 0, bool(resets and resets[i]), ts)
+            elif v == -1 and st.phase is Phase.IDLE:
+                continue  # the common case: nothing to do
+            t = self._step(ds, i, c, st, v, ts)
             if t is not None:
                 out.append(t)
         return out
 
-    def _step(self, ds: DeviceState, rule: Rule, st: RuleState, c: Check, ts: int) -> AlarmTransition | None:
-        spec = rule.spec
-        key = (ds.device.id, spec.id)
-        v = c.verdict
+    @staticmethod
+    def _repeat(c: CompiledRule, st: RuleState, holds: bool, reset: bool, ts: int) -> int:
+        assert c.repeat is not None and st.edges is not None
+        if reset:
+            st.edges.clear()
+        elif holds and not st.prev:
+            st.edges.append(ts)
+        st.prev = holds and not reset
+        horizon = ts - int(c.repeat.within_s * 1000)
+        while st.edges and st.edges[0] < horizon:
+            st.edges.popleft()
+        return 0 if len(st.edges) >= c.repeat.count else -1
+
+    def _step(self, ds: DeviceState, i: int, c: CompiledRule, st: RuleState, v: int, ts: int) -> AlarmTransition | None:
+        key = (ds.device.id, i)
         if st.phase is Phase.IDLE:
-            if v is Verdict.TRIGGER:
-                st.phase, st.since, st.details = Phase.PENDING, ts, c.details
-                return self._maybe_raise(ds, rule, st, ts)
+            if v >= 0:
+                st.phase, st.since, st.level = Phase.PENDING, ts, v
+                return self._maybe_raise(ds, i, c, st, ts)
         elif st.phase is Phase.PENDING:
-            if v is Verdict.TRIGGER:
-                st.details = c.details
-                return self._maybe_raise(ds, rule, st, ts)
+            if v >= 0:
+                st.level = min(st.level, v)
+                return self._maybe_raise(ds, i, c, st, ts)
             # A duration means "held without interruption": anything else starts over.
             st.phase = Phase.IDLE
             self._timed.discard(key)
         elif st.phase is Phase.ACTIVE:
-            if v is Verdict.CLEAR:
+            if v == -1:
                 st.phase, st.since = Phase.CLEARING, ts
-                return self._maybe_clear(ds, rule, st, ts, c.details)
+                return self._maybe_clear(ds, i, c, st, ts)
+            if v >= 0:
+                return self._severity(ds, c, st, v, ts)
         elif st.phase is Phase.CLEARING:
-            if v is Verdict.CLEAR:
-                return self._maybe_clear(ds, rule, st, ts, c.details)
+            if v == -1:
+                return self._maybe_clear(ds, i, c, st, ts)
             # Back in the band or triggering again: still the same alarm, no flapping.
             st.phase = Phase.ACTIVE
             self._timed.discard(key)
+            if v >= 0:
+                return self._severity(ds, c, st, v, ts)
         return None
 
-    def _maybe_raise(self, ds: DeviceState, rule: Rule, st: RuleState, now_ts: int) -> AlarmTransition | None:
-        spec = rule.spec
-        due = st.since + spec.trigger_for_ms
+    def _severity(self, ds: DeviceState, c: CompiledRule, st: RuleState, v: int, ts: int) -> AlarmTransition | None:
+        if v < st.level:  # escalate at once
+            st.level, st.lower_since = v, -1
+            return self._transition("severity_changed", ds, c, st, ts)
+        if v > st.level:  # de-escalate only once the lower level held for the minimum clear time
+            if st.lower_since < 0:
+                st.lower_since = ts
+            elif ts - st.lower_since >= max(c.spec.clear_for_ms, 1000):
+                st.level, st.lower_since = v, -1
+                return self._transition("severity_changed", ds, c, st, ts)
+        else:
+            st.lower_since = -1
+        return None
+
+    def _maybe_raise(
+        self, ds: DeviceState, i: int, c: CompiledRule, st: RuleState, now_ts: int
+    ) -> AlarmTransition | None:
+        due = st.since + ds.rules.trigger_ms[i]
         if now_ts < due:
-            self._timed.add((ds.device.id, spec.id))
+            self._timed.add((ds.device.id, i))
             return None
-        self._timed.discard((ds.device.id, spec.id))
-        st.phase, st.onset = Phase.ACTIVE, st.since
-        details = {**st.details, "held_ms": now_ts - st.since}
-        return AlarmTransition("raised", spec, ds.device, st.since, due, rule.message(ds.device, st.details), details)
+        self._timed.discard((ds.device.id, i))
+        st.phase, st.onset, st.lower_since = Phase.ACTIVE, st.since, -1
+        return self._transition("raised", ds, c, st, due)
 
     def _maybe_clear(
-        self, ds: DeviceState, rule: Rule, st: RuleState, now_ts: int, details: dict[str, Any]
+        self, ds: DeviceState, i: int, c: CompiledRule, st: RuleState, now_ts: int
     ) -> AlarmTransition | None:
-        spec = rule.spec
-        if now_ts < st.since + spec.clear_for_ms:
-            self._timed.add((ds.device.id, spec.id))
+        if now_ts < st.since + ds.rules.clear_ms[i]:
+            self._timed.add((ds.device.id, i))
             return None
-        self._timed.discard((ds.device.id, spec.id))
+        self._timed.discard((ds.device.id, i))
         st.phase = Phase.IDLE
+        if st.edges is not None:
+            st.edges.clear()
         # The alarm ended when the condition did, not when the clear time ran out.
-        return AlarmTransition("cleared", spec, ds.device, st.onset, st.since, "", details)
+        return self._transition("cleared", ds, c, st, st.since)
 
+    def _transition(self, event: str, ds: DeviceState, c: CompiledRule, st: RuleState, ts: int) -> AlarmTransition:
+        details: dict[str, Any] = {}
+        if ds.last_status is not None and c.details:
+            env = {**ds.last_status.__dict__, **ds.rules.attrs, **ds.derived, **c.params}
+            for k, tree in c.details.items():
+                try:
+                    details[k] = expr.evaluate(tree, env)
+                except (TypeError, ValueError, ZeroDivisionError):
+                    details[k] = None
+        sev = c.severities[st.level]
+        if event == "raised":
+            details["held_ms"] = ts - st.onset
+        message = c.message(ds.device.id, details) if event != "cleared" else ""
+        return AlarmTransition(event, c.spec, ds.device, st.onset, ts, message, details, sev)
+
+    def _derive(self, ds: DeviceState, s: Any) -> None:
+        """Vessel values that need history: pressure rise rate and how long readings stood still."""
+        ts, p, t = s.ts, s.pressure, s.temperature
+        if p != ds.last_p:
+            ds.p_changed, ds.last_p = ts, p
+        if t != ds.last_t:
+            ds.t_changed, ds.last_t = ts, t
+        sm = ds.samples
+        sm.append((ts, p))
+        while sm and sm[0][0] < ts - 120_000:
+            sm.popleft()
+        # Rate against the newest sample at least 30 s old: a fair slope without sample noise.
+        ref = None
+        for sts, sp in reversed(sm):
+            if sts <= ts - 30_000:
+                ref = (sts, sp)
+                break
+        rate = (p - ref[1]) / ((ts - ref[0]) / 60_000) if ref else 0.0
+        ds.derived = {
+            "pressure_rate": rate,
+            "pressure_still_s": (ts - ds.p_changed) / 1000,
+            "temperature_still_s": (ts - ds.t_changed) / 1000,
+        }
+
+    # -- events (terminal codes) -------------------------------------------------------
+    def evaluate_event(self, device: DeviceInfo, ev: Any, wall_ms: int) -> list[AlarmTransition]:
+        """Map a terminal code to an alarm raise/clear (code table per platform scheme)."""
+        ds = self._state(device)
+        out = self._alive(ds, ev.ts, wall_ms)
+        if (ev.ts, ev.seq) <= (ds.ev_ts, ds.ev_seq):
+            self.stale_skipped += 1
+            return out
+        ds.ev_ts, ds.ev_seq = ev.ts, ev.seq
+        if self.codes.clears_all(ev.scheme, ev.code):
+            for spec, onset in list(ds.code_alarms.values()):
+                out.append(self._code_transition("cleared", ds, spec, onset, ev, ""))
+            ds.code_alarms.clear()
+            return out
+        cr = self.codes.lookup(ev.scheme, ev.code)
+        if cr is None:
+            return out
+        active = ds.code_alarms.get(cr.spec.alarm_type)
+        if ev.active and active is None:
+            ds.code_alarms[cr.spec.alarm_type] = (cr.spec, ev.ts)
+            msg = f"{cr.text or cr.spec.alarm_type} on {device.id} (code {ev.code}, {ev.scheme})"
+            out.append(self._code_transition("raised", ds, cr.spec, ev.ts, ev, msg))
+        elif not ev.active and active is not None:
+            del ds.code_alarms[cr.spec.alarm_type]
+            out.append(self._code_transition("cleared", ds, active[0], active[1], ev, ""))
+        return out
+
+    @staticmethod
+    def _code_transition(event: str, ds: DeviceState, spec: RuleSpec, onset: int, ev: Any, msg: str) -> AlarmTransition:
+        details = {"code": ev.code, "scheme": ev.scheme, "raw_text": ev.text}
+        return AlarmTransition(event, spec, ds.device, onset, ev.ts, msg, details, spec.severity)
+
+    # -- liveness ----------------------------------------------------------------------
+    def _alive(self, ds: DeviceState, device_ts: int | None, wall_ms: int) -> list[AlarmTransition]:
+        """A message arrived: the device is online; end an offline alarm."""
+        first = ds.last_seen_wall == 0
+        ds.last_seen_wall = wall_ms
+        if device_ts is not None:
+            ds.last_device_ts = device_ts
+        if first:
+            heapq.heappush(self._offline_heap, (wall_ms + self.offline_timeout_ms, ds.device.id))
+        if not ds.offline:
+            return []
+        ds.offline = False
+        ts = device_ts if device_ts is not None else wall_ms + ds.clock_offset_ms
+        return [self._offline_transition("cleared", ds, ds.offline_onset, ts, "", ds.offline_severity)]
+
+    def online(self, device: DeviceInfo, flag: bool | None, wall_ms: int) -> list[AlarmTransition]:
+        """A (retained) online flag: ``0`` / last will raises offline at once; ``1`` ends it."""
+        ds = self._state(device)
+        if flag is None:
+            return []
+        if flag:
+            return self._alive(ds, None, wall_ms)
+        if ds.offline or not self.offline_enabled:
+            return []
+        ts = wall_ms + ds.clock_offset_ms
+        return [self._go_offline(ds, ts, ts, "last will / online=0")]
+
+    def _go_offline(self, ds: DeviceState, onset: int, ts: int, why: str) -> AlarmTransition:
+        # Minor, or major when the device was in a fault state (another alarm active) — domain.md §4.3.
+        faulted = any(st.phase in (Phase.ACTIVE, Phase.CLEARING) for st in ds.states) or bool(ds.code_alarms)
+        off = self.catalog.offline
+        ds.offline, ds.offline_onset = True, onset
+        ds.offline_severity = off.severity_if_faulted if faulted else off.severity
+        msg = f"Terminal of {ds.device.id} offline ({why})"
+        return self._offline_transition("raised", ds, onset, ts, msg, ds.offline_severity)
+
+    def _offline_transition(
+        self, event: str, ds: DeviceState, onset: int, ts: int, msg: str, sev: Severity
+    ) -> AlarmTransition:
+        details = {"last_seen_ts": ds.last_device_ts, "timeout_ms": self.offline_timeout_ms}
+        return AlarmTransition(event, self.offline_spec, ds.device, onset, ts, msg, details, sev)
+
+    def pause_offline(self) -> None:
+        """The collector lost its broker: silence is ours, not the devices'."""
+        self._offline_paused = True
+
+    def resume_offline(self, wall_ms: int) -> None:
+        """Connected again: every device gets a fresh timeout before it counts as silent."""
+        self._offline_paused = False
+        for ds in self._devices.values():
+            if ds.last_seen_wall:
+                ds.last_seen_wall = max(ds.last_seen_wall, wall_ms)
+
+    def manual_clear(self, device_id: str, alarm_type: str) -> None:
+        """An operator cleared an alarm: if its condition still holds, it is raised anew."""
+        ds = self._devices.get(device_id)
+        if ds is None:
+            return
+        if alarm_type == self.offline_spec.alarm_type and ds.offline:
+            ds.offline = False  # still silent → the next timer check raises a new alarm
+            heapq.heappush(self._offline_heap, (0, device_id))
+        ds.code_alarms.pop(alarm_type, None)
+        for i, (c, st) in enumerate(zip(ds.rules.rules, ds.states, strict=True)):
+            if c.spec.alarm_type == alarm_type and st.phase in (Phase.ACTIVE, Phase.CLEARING):
+                # Pending since the original onset: the next message (or timer) that still shows
+                # the condition raises a new alarm straight away.
+                st.phase, st.since = Phase.PENDING, st.onset
+                self._timed.add((device_id, i))
+
+    # -- timers ------------------------------------------------------------------------
     def tick(self, wall_ms: int) -> list[AlarmTransition]:
-        """Complete durations that elapsed while devices stayed silent (their state unchanged)."""
+        """Durations that elapsed while devices stayed silent, and devices gone offline."""
         out: list[AlarmTransition] = []
-        for dev_id, rule_id in list(self._timed):
+        for dev_id, i in list(self._timed):
             ds = self._devices[dev_id]
-            st = ds.rules[rule_id]
-            rule = self._by_id[rule_id]
-            # Estimated device clock now; offset taken at processing time, so a backlog makes
+            st = ds.states[i]
+            c = ds.rules.rules[i]
+            # Estimated device clock; the offset is taken at processing time, so a backlog makes
             # it run late rather than early (a queued message can still cancel the timer).
             now_ts = wall_ms + ds.clock_offset_ms
             if st.phase is Phase.PENDING:
-                t = self._maybe_raise(ds, rule, st, now_ts)
+                t = self._maybe_raise(ds, i, c, st, now_ts)
             elif st.phase is Phase.CLEARING:
-                t = self._maybe_clear(ds, rule, st, now_ts, {})
+                t = self._maybe_clear(ds, i, c, st, now_ts)
             else:
-                self._timed.discard((dev_id, rule_id))
+                self._timed.discard((dev_id, i))
                 t = None
             if t is not None:
                 out.append(t)
+        if self.offline_enabled and not self._offline_paused:
+            self._check_offline(wall_ms, out)
         return out
+
+    def _check_offline(self, wall_ms: int, out: list[AlarmTransition]) -> None:
+        heap = self._offline_heap
+        while heap and heap[0][0] <= wall_ms:
+            _, dev_id = heapq.heappop(heap)
+            ds = self._devices.get(dev_id)
+            if ds is None:
+                continue
+            due = ds.last_seen_wall + self.offline_timeout_ms
+            if ds.offline:
+                continue  # raised; a message (or online=1) ends it, and re-arms this timer
+            if due > wall_ms:
+                heapq.heappush(heap, (due, dev_id))  # heard from since: check again later
+                continue
+            onset = ds.last_device_ts if ds.last_device_ts is not None else ds.last_seen_wall
+            ts = onset + self.offline_timeout_ms
+            out.append(self._go_offline(ds, onset, ts, f"silent for {self.offline_timeout_ms // 1000} s"))
+            heapq.heappush(heap, (wall_ms + self.offline_timeout_ms, dev_id))

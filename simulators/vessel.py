@@ -1,26 +1,43 @@
-"""Simulated pressure vessel: pressure, temperature, level and gas readings, plus fault hooks.
+"""Simulated pressure vessel: pressure, temperature, level and gas readings, plus fault overrides.
 
 Every reading is a mean-reverting random walk (Ornstein-Uhlenbeck), advanced exactly over any
-gap in O(1), so a vessel can sleep between samples. Normal operation stays inside the bands
-the alarm rules treat as healthy (domain.md §5): pressure in [0.70, 0.85] × set pressure
-(the 90 % rule never fires, the drift is ≈ 1 % of set pressure per minute, far below the 5 %/min
-rise-rate rule), temperature well below the design temperature, liquid level in [20, 80] %,
-combustible gas 0-3 % LEL.
+gap in O(1), so a vessel can sleep between samples; it is reflected (not clamped) at the edges
+of its normal band, so a reading never sticks to a band edge. Normal operation stays inside
+the bands the alarm rules treat as healthy (domain.md §5):
+
+- pressure in [0.70, 0.85] × set pressure, spread 1 % of set pressure around a mean in
+  [0.74, 0.80] with 30 min memory: over 30-60 s the rate of change is typically 0.4 % of set
+  pressure per minute, 2.5 %/min is a 7-sigma event (the rise-rate rule fires at 5 %/min);
+  the published value (0.1 kPa resolution) changes between keep-alives, so it never looks stuck;
+- temperature within ±5 °C of the operating temperature (≥ 10 °C under the design temperature);
+- liquid level in [20, 80] % (liquefied gas only), combustible gas 0-3 % LEL (flammable media).
+
+A fault takes over a reading with an :class:`Override`: scripted ramps and holds (with a
+little noise), then, when released, a ramp back to the live reading, which kept evolving.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 PRESSURE_BAND = (0.70, 0.85)  # × set pressure in normal operation
 LEVEL_BAND = (20.0, 80.0)  # % for liquefied gas
 LEL_BAND = (0.0, 3.0)  # % LEL near flammable media
-SAMPLE_MS = 2000  # how often a quiet vessel re-reads its sensors (report-by-exception check)
-ACTIVE_MS = 100  # sampling while a forced pressure ramp runs
-DEADBAND = 0.01  # × set pressure: a larger change is reported at once
+TEMP_SPREAD = 5.0  # °C around the operating temperature
+SAMPLE_MS = 5000  # how often a quiet vessel re-reads its sensors (report-by-exception check)
+ACTIVE_MS = 100  # sampling while a fault ramps a reading
+# Report-by-exception deadbands: a larger change than this since the last report is sent at once.
+DEADBAND = 0.01  # × set pressure
+TEMP_DEADBAND = 1.0  # °C
+LEVEL_DEADBAND = 1.0  # %
+LEL_DEADBAND = 1.0  # % LEL
 HOLD_JITTER = 0.003  # × set pressure, noise while a fault holds the pressure
+NEVER = 2**62
+CHANNELS = ("pressure", "temperature", "level", "gas_lel")
 
 
 def _ou(rng: random.Random, x: float, mean: float, sd: float, tau_ms: float, dt_ms: int) -> float:
@@ -29,17 +46,86 @@ def _ou(rng: random.Random, x: float, mean: float, sd: float, tau_ms: float, dt_
     return mean + (x - mean) * decay + sd * math.sqrt(1.0 - decay * decay) * rng.gauss(0.0, 1.0)
 
 
-def _clamp(x: float, band: tuple[float, float]) -> float:
-    return band[0] if x < band[0] else band[1] if x > band[1] else x
+def _reflect(x: float, lo: float, hi: float) -> float:
+    # Mirror at the band edges: the walk stays inside without piling up on an edge value.
+    if x > hi:
+        x = 2 * hi - x
+    if x < lo:
+        x = 2 * lo - x
+    return lo if x < lo else hi if x > hi else x
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Ramp a reading to ``target`` at ``rate`` units per ms (``math.inf``: jump), then hold it.
+
+    ``hold_ms`` None holds until the override is released (only sensible for the last segment).
+    """
+
+    target: float
+    rate: float
+    hold_ms: int | None = None
+
+
+class Override:
+    """A reading imposed by a fault: segments of ramp + hold, then a ramp back to the live value."""
+
+    __slots__ = ("base", "hold_until", "jitter", "release_rate", "segments", "value")
+
+    def __init__(self, start: float, segments: Sequence[Segment], jitter: float) -> None:
+        self.base = start  # the scripted value, without noise
+        self.value = start  # the reading, with noise while holding
+        self.segments = list(segments)
+        self.hold_until: int | None = None  # holding the first segment's target until then
+        self.jitter = jitter
+        self.release_rate: float | None = None  # set once released: ramp back at this rate
+
+    @property
+    def ramping(self) -> bool:
+        """The value is on its way somewhere (sample often)."""
+        return self.release_rate is not None or (bool(self.segments) and self.hold_until is None)
+
+    def step(self, t: int, dt: int, live: float, rng: random.Random) -> bool:
+        """Advance by ``dt`` ms to device time ``t``; False once released and back on ``live``."""
+        if self.release_rate is not None:
+            gap = live - self.base
+            step = math.inf if self.release_rate == math.inf else self.release_rate * dt
+            if abs(gap) <= step:
+                return False
+            self.base += step if gap > 0 else -step
+            self.value = self.base
+            return True
+        while self.segments:
+            seg = self.segments[0]
+            if self.hold_until is None:
+                gap = seg.target - self.base
+                step = math.inf if seg.rate == math.inf else seg.rate * dt
+                if abs(gap) > step:
+                    self.base += step if gap > 0 else -step
+                    self.value = self.base
+                    return True
+                self.base = seg.target
+                self.hold_until = NEVER if seg.hold_ms is None else t + seg.hold_ms
+                dt = 0
+            if t < self.hold_until:
+                break
+            self.segments.pop(0)
+            self.hold_until = None
+        self.value = self.base + (rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
+        return True
+
+    def release(self, rate: float) -> None:
+        """Ramp back to the live reading at ``rate`` units per ms (``math.inf``: at once)."""
+        self.release_rate = rate
+        self.segments = []
 
 
 class Vessel:
-    """One vessel with its sensors; readings are public attributes, the rest is machinery."""
+    """One vessel with its sensors; readings are public properties, the rest is machinery."""
 
     __slots__ = (
-        "_force_ratio", "_force_target", "_mean_ratio", "_mean_temp", "_pub_pressure",
-        "_ramp_per_ms", "_ratio", "_rng", "_t", "device_id", "dirty", "gas_lel", "level",
-        "set_pressure", "temperature", "valve_discharge",
+        "_gas", "_level", "_mean_ratio", "_mean_temp", "_ovr", "_pub", "_ratio", "_rng", "_t", "_temp",
+        "device_id", "dirty", "events", "max_silence_ms", "set_pressure", "valve_discharge",
     )  # fmt: skip
 
     def __init__(
@@ -58,90 +144,163 @@ class Vessel:
         self._rng = rng
         self._t = now_ms
         self._mean_ratio = rng.uniform(0.74, 0.80)
-        self._ratio = _clamp(self._mean_ratio + rng.gauss(0.0, 0.01), PRESSURE_BAND)
+        self._ratio = _reflect(self._mean_ratio + rng.gauss(0.0, 0.01), *PRESSURE_BAND)
         self._mean_temp = operating_temperature
-        self.temperature = operating_temperature + rng.gauss(0.0, 0.5)
-        self.level: float | None = rng.uniform(35.0, 65.0) if liquefied else None
-        self.gas_lel: float | None = rng.uniform(0.0, 1.0) if flammable else None
+        self._temp = operating_temperature + rng.gauss(0.0, 0.5)
+        self._level: float | None = rng.uniform(35.0, 65.0) if liquefied else None
+        self._gas: float | None = rng.uniform(0.0, 1.0) if flammable else None
         self.valve_discharge = False
-        self._force_ratio: float | None = None  # pressure ratio imposed by a fault, ramping
-        self._force_target: float | None = None  # None: ramp back to the normal reading
-        self._ramp_per_ms = 0.0
-        self._pub_pressure = -1.0
+        self._ovr: dict[str, Override] = {}  # channel -> fault override
+        self._pub: tuple[float, float, float | None, float | None, bool] | None = None
+        self.events: list[tuple[int, bool, str]] = []  # vessels send no events (yet)
+        self.max_silence_ms: int | None = None  # a fault may ask for reports at least this often
         self.dirty = True
 
+    # ----------------------------------------------------------------------------- readings
     @property
     def pressure(self) -> float:
-        """Current pressure in MPa (gauge)."""
-        ratio = self._force_ratio if self._force_ratio is not None else self._ratio
-        return ratio * self.set_pressure
+        """Current pressure reading in MPa (gauge)."""
+        o = self._ovr.get("pressure")
+        return (o.value if o is not None else self._ratio) * self.set_pressure
+
+    @property
+    def temperature(self) -> float:
+        """Current temperature reading in °C."""
+        o = self._ovr.get("temperature")
+        return o.value if o is not None else self._temp
+
+    @property
+    def level(self) -> float | None:
+        """Liquid level in % (liquefied gas only)."""
+        if self._level is None:
+            return None
+        o = self._ovr.get("level")
+        return o.value if o is not None else self._level
+
+    @property
+    def gas_lel(self) -> float | None:
+        """Combustible gas near the vessel in % LEL (flammable media only)."""
+        if self._gas is None:
+            return None
+        o = self._ovr.get("gas_lel")
+        return o.value if o is not None else self._gas
+
+    def reading(self, channel: str) -> float | None:
+        """A reading in override units: pressure as a ratio of set pressure, the others as reported."""
+        if channel == "pressure":
+            return self.pressure / self.set_pressure
+        return getattr(self, channel)
+
+    def _live(self, channel: str) -> float:
+        if channel == "pressure":
+            return self._ratio
+        if channel == "temperature":
+            return self._temp
+        v = self._level if channel == "level" else self._gas
+        assert v is not None
+        return v
 
     @property
     def wake_ms(self) -> int:
         """Next device time at which the vessel wants to be sampled."""
-        return self._t + (ACTIVE_MS if self._force_ratio is not None else SAMPLE_MS)
+        if not self._ovr:
+            return self._t + SAMPLE_MS
+        wake = self._t + SAMPLE_MS
+        for o in self._ovr.values():
+            if o.ramping:
+                return self._t + ACTIVE_MS
+            if o.hold_until is not None and o.hold_until < wake:
+                wake = max(self._t + ACTIVE_MS, o.hold_until)
+        return wake
 
     def status(self, ts: int, seq: int) -> dict[str, Any]:
         """Status payload (contract v1 ``VesselStatus``)."""
+        level, gas = self.level, self.gas_lel
         return {
             "ts": ts,
             "seq": seq,
             "pressure": round(self.pressure, 4),
             "temperature": round(self.temperature, 2),
-            "level": None if self.level is None else round(self.level, 2),
+            "level": None if level is None else round(level, 2),
             "valve_discharge": self.valve_discharge,
-            "gas_lel": None if self.gas_lel is None else round(self.gas_lel, 2),
+            "gas_lel": None if gas is None else round(gas, 2),
         }
 
     def mark_published(self) -> None:
-        """The current readings have been reported (the deadband restarts from them)."""
+        """The current readings have been reported (the deadbands restart from them)."""
         self.dirty = False
-        self._pub_pressure = self.pressure
+        self._pub = (self.pressure, self.temperature, self.level, self.gas_lel, self.valve_discharge)
 
     def advance(self, now_ms: int) -> None:
-        """Bring the readings to device time ``now_ms``; ``dirty`` if pressure left the deadband."""
+        """Bring the readings to device time ``now_ms``; ``dirty`` if one left its deadband."""
         dt = now_ms - self._t
         if dt <= 0:
             return
         self._t = now_ms
         rng = self._rng
-        # Stationary spread 1.5 % of set pressure, 20 min memory: ≈ 1 %/min typical drift.
-        r = _ou(rng, self._ratio, self._mean_ratio, 0.015, 1_200_000.0, dt)
-        self._ratio = _clamp(r, PRESSURE_BAND)
-        self.temperature = _ou(rng, self.temperature, self._mean_temp, 1.0, 1_800_000.0, dt)
-        if self.level is not None:
-            self.level = _clamp(_ou(rng, self.level, 50.0, 10.0, 7_200_000.0, dt), LEVEL_BAND)
-        if self.gas_lel is not None:
-            self.gas_lel = _clamp(_ou(rng, self.gas_lel, 0.6, 0.4, 600_000.0, dt), LEL_BAND)
-        if self._force_ratio is not None:
-            self._ramp(dt)
-        if abs(self.pressure - self._pub_pressure) >= DEADBAND * self.set_pressure:
+        self._ratio = _reflect(_ou(rng, self._ratio, self._mean_ratio, 0.01, 1_800_000.0, dt), *PRESSURE_BAND)
+        m = self._mean_temp
+        self._temp = _reflect(_ou(rng, self._temp, m, 1.0, 1_800_000.0, dt), m - TEMP_SPREAD, m + TEMP_SPREAD)
+        if self._level is not None:
+            self._level = _reflect(_ou(rng, self._level, 50.0, 10.0, 7_200_000.0, dt), *LEVEL_BAND)
+        if self._gas is not None:
+            self._gas = _reflect(_ou(rng, self._gas, 0.6, 0.4, 600_000.0, dt), *LEL_BAND)
+        if self._ovr:
+            for ch, o in list(self._ovr.items()):
+                if not o.step(now_ms, dt, self._live(ch), rng):
+                    del self._ovr[ch]
+        pub = self._pub
+        if pub is None or self.dirty:
+            self.dirty = True
+            return
+        if (
+            abs(self.pressure - pub[0]) >= DEADBAND * self.set_pressure
+            or abs(self.temperature - pub[1]) >= TEMP_DEADBAND
+            or self.valve_discharge is not pub[4]
+        ):
+            self.dirty = True
+        elif pub[2] is not None and abs(self.level - pub[2]) >= LEVEL_DEADBAND:  # type: ignore[operator]
+            self.dirty = True
+        elif pub[3] is not None and abs(self.gas_lel - pub[3]) >= LEL_DEADBAND:  # type: ignore[operator]
             self.dirty = True
 
-    def _ramp(self, dt: int) -> None:
-        assert self._force_ratio is not None
-        target = self._force_target if self._force_target is not None else self._ratio
-        gap = target - self._force_ratio
-        step = self._ramp_per_ms * dt
-        if abs(gap) <= step:
-            if self._force_target is None:
-                self._force_ratio = None  # back on the normal reading
-            else:
-                self._force_ratio = target + self._rng.uniform(-HOLD_JITTER, HOLD_JITTER)
-        else:
-            self._force_ratio += step if gap > 0 else -step
-
     # ------------------------------------------------------------------------------- faults
+    def override(
+        self, channel: str, segments: Sequence[Segment], *, start: float | None = None, jitter: float = 0.0
+    ) -> None:
+        """Fault: take over ``channel`` (units of :meth:`reading`), from ``start`` (default: now)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown vessel channel {channel!r}")
+        if self.reading(channel) is None:
+            raise ValueError(f"{self.device_id} has no {channel} sensor")
+        o = self._ovr.get(channel)
+        begin = start if start is not None else (o.value if o is not None else self.reading(channel))
+        assert begin is not None
+        self._ovr[channel] = Override(begin, segments, jitter)
+        self.dirty = True
+
+    def release(self, channel: str, *, rate: float | None = None, within_ms: int | None = None) -> None:
+        """End a fault's override: back to the live reading at ``rate`` per ms or within ``within_ms``."""
+        o = self._ovr.get(channel)
+        if o is None:
+            return
+        if rate is None:
+            gap = abs(o.value - self._live(channel))
+            rate = math.inf if not within_ms else gap / within_ms
+        o.release(rate)
+        self.dirty = True
+
     def force_pressure(self, ratio: float, ramp_ms: int) -> None:
-        """Fault: ramp the pressure to ``ratio`` × set pressure within ``ramp_ms`` and hold it."""
-        start = self._force_ratio if self._force_ratio is not None else self._ratio
-        self._force_ratio = start
-        self._force_target = ratio
-        self._ramp_per_ms = abs(ratio - start) / max(1, ramp_ms)
+        """Fault: ramp the pressure to ``ratio`` × set pressure within ``ramp_ms`` and hold it (with noise)."""
+        start = self.pressure / self.set_pressure
+        self.override("pressure", [Segment(ratio, abs(ratio - start) / max(1, ramp_ms))], jitter=HOLD_JITTER)
 
     def release_pressure(self, ramp_ms: int) -> None:
         """End of a pressure fault: ramp back to the normal reading within ``ramp_ms``."""
-        if self._force_ratio is None:
-            return
-        self._force_target = None
-        self._ramp_per_ms = abs(self._force_ratio - self._ratio) / max(1, ramp_ms)
+        self.release("pressure", within_ms=ramp_ms)
+
+    def set_valve(self, discharging: bool) -> None:
+        """Fault: the safety valve discharges (or reseats)."""
+        if self.valve_discharge is not discharging:
+            self.valve_discharge = discharging
+            self.dirty = True

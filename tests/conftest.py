@@ -65,20 +65,24 @@ class Stack:
     def seqs(self, measurement: str) -> dict[str, list[int]]:
         """Every stored ``seq`` per device (duplicates would show as repeats)."""
         out: dict[str, list[int]] = {}
+        for d, v in self.seqs_of(measurement, "seq"):
+            out.setdefault(d, []).append(v)
+        return out
+
+    def seqs_of(self, measurement: str, field: str) -> list[tuple[str, int]]:
+        """(device_id, integer field) of every stored point of a measurement."""
         t = self.telemetry()
         try:
             if isinstance(t, InfluxStore):
-                for r in t.rows(f'SELECT seq, device_id FROM "{measurement}"'):
-                    out.setdefault(str(r["device_id"]), []).append(int(r["seq"]))
-            else:
-                rows = t._db.execute(
-                    "SELECT device_id, json_extract(fields, '$.seq') FROM telemetry WHERE measurement=?", (measurement,)
-                ).fetchall()
-                for d, s in rows:
-                    out.setdefault(d, []).append(int(s))
+                rows = t.rows(f'SELECT "{field}", device_id FROM "{measurement}"')
+                return [(str(r["device_id"]), int(r[field])) for r in rows]
+            rows = t._db.execute(
+                f"SELECT device_id, json_extract(fields, '$.{field}') FROM telemetry WHERE measurement=?",
+                (measurement,),
+            ).fetchall()
+            return [(d, int(v)) for d, v in rows]
         finally:
             t.close()
-        return out
 
 
 def _services_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Stack:

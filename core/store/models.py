@@ -93,6 +93,13 @@ class Alarm(Base):
     start_ts: Mapped[int] = mapped_column(BigInteger)
     end_ts: Mapped[int | None] = mapped_column(BigInteger)
     ack_ts: Mapped[int | None] = mapped_column(BigInteger)
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    cleared_by: Mapped[str | None] = mapped_column(String(64), doc="'rules' or the operator who cleared it")
+    assignee: Mapped[str | None] = mapped_column(String(64))
+    assigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The terminal's own code when a code table raised the alarm (GB/T 24476 or a platform's).
+    raw_code: Mapped[int | None] = mapped_column(Integer)
+    code_scheme: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     message: Mapped[str] = mapped_column(Text, default="")
@@ -122,6 +129,9 @@ class AlarmEvent(Base):
     severity: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(64), default="rules")
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Set once the transition went out on the alarm topic; operator actions made through the
+    # API are relayed by a collector, which finds them here.
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class DeadLetter(Base):
@@ -136,3 +146,6 @@ class DeadLetter(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     payload_size: Mapped[int] = mapped_column(Integer)
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)

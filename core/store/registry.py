@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
@@ -148,27 +149,24 @@ class DeviceInfo:
     kind: str
     district: str
     firm_id: str
-    rated_speed: float | None
-    floors: int | None
-    bottom_floor: int | None
-    set_pressure: float | None
-    design_temperature: float | None
+    rated_speed: float | None = None
+    floors: int | None = None
+    bottom_floor: int | None = None
+    set_pressure: float | None = None
+    design_temperature: float | None = None
+    design_pressure: float | None = None
+    attributes: dict[str, Any] | None = None
 
 
 def load_registry(db: Database) -> dict[str, DeviceInfo]:
     """All devices as a dict keyed by id (a city's 400 k fit easily in memory)."""
+    cols = (
+        Device.id, Device.kind, Device.district, Device.firm_id, Device.rated_speed, Device.floors,
+        Device.bottom_floor, Device.set_pressure, Device.design_temperature, Device.design_pressure, Device.attributes,
+    )  # fmt: skip
     with db.session() as s:
-        rows = s.execute(
-            select(
-                Device.id,
-                Device.kind,
-                Device.district,
-                Device.firm_id,
-                Device.rated_speed,
-                Device.floors,
-                Device.bottom_floor,
-                Device.set_pressure,
-                Device.design_temperature,
-            )
-        ).all()
-    return {r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8]) for r in rows}
+        rows = s.execute(select(*cols)).all()
+    return {
+        r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None)
+        for r in rows
+    }

@@ -12,7 +12,8 @@ FieldValue = float | int | bool | str
 STATUS_MEASUREMENT = {"elevator": "elevator_status", "vessel": "vessel_status"}
 EVENT_MEASUREMENT = "device_event"
 ONLINE_MEASUREMENT = "device_online"
-MEASUREMENTS = (*STATUS_MEASUREMENT.values(), EVENT_MEASUREMENT, ONLINE_MEASUREMENT)
+ALARM_MEASUREMENT = "alarm_event"  # every alarm transition, for board annotations
+MEASUREMENTS = (*STATUS_MEASUREMENT.values(), EVENT_MEASUREMENT, ONLINE_MEASUREMENT, ALARM_MEASUREMENT)
 
 
 def point_time_ns(ts_ms: int, seq: int) -> int:
