@@ -70,6 +70,52 @@ def api() -> None:
     serve(s)
 
 
+@app.command()
+def score(
+    truth: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="ground truth JSONL from semon simulate")],
+    start_ms: Annotated[int | None, typer.Option(help="only alarms raised at or after (device ms)")] = None,
+    end_ms: Annotated[int | None, typer.Option(help="only alarms raised before (device ms)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures as JSON")] = None,
+) -> None:
+    """Score raised alarms against injected faults: recall, precision, latency per type."""
+    import json
+
+    from rich.table import Table
+
+    from semon.rules.catalog import Catalog
+    from semon.rules.scoring import load_truth, totals
+    from semon.rules.scoring import score as run_score
+    from semon.store.db import Database
+
+    s = get_settings()
+    db = Database(s.db_url)
+    try:
+        scores = run_score(db, load_truth(truth), start_ms=start_ms, end_ms=end_ms, catalog=Catalog(s.rules_file))
+    finally:
+        db.dispose()
+    table = Table(title=f"detection vs {truth.name}")
+    for col in ("type", "faults", "detected", "recall", "alarms", "false +", "precision", "late", "p50 ms", "max ms"):
+        table.add_column(col, justify="left" if col == "type" else "right")
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1%}"
+
+    for sc in scores.values():
+        d = sc.summary()
+        table.add_row(
+            sc.alarm_type, str(sc.faults), str(sc.detected), pct(sc.recall), str(sc.alarms), str(sc.false_positives),
+            pct(sc.precision), str(sc.late), str(d["latency_p50_ms"] or "—"), str(d["latency_max_ms"] or "—"),
+        )  # fmt: skip
+    tot = totals(scores)
+    table.add_row(
+        "all", str(tot["faults"]), str(tot["detected"]), pct(tot["recall"]), str(tot["alarms"]),
+        str(tot["false_positives"]), pct(tot["precision"]), str(tot["late"]), "", "", style="bold",
+    )  # fmt: skip
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps({"types": {k: v.summary() for k, v in scores.items()}, "total": tot}, indent=2))
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply Alembic migrations to SEMON_DB_URL."""

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -157,8 +158,8 @@ class CompiledRule:
     defn: RuleDef
     params: dict[str, Param]
     severities: tuple[Severity, ...]
-    details: dict[str, ast.expr]
-    trigger_for: ast.expr | float
+    details: dict[str, CodeType]
+    trigger_for: CodeType | float
     repeat: Repeat | None
     reset: ast.expr | None
 
@@ -181,6 +182,7 @@ class DeviceRules:
     clear_ms: list[int]
     reset: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], tuple[bool, ...]] | None = None
     derived: tuple[str, ...] = field(default=())
+    all_clear: tuple[int, ...] = field(default=())  # every rule says CLEAR: the common case
 
 
 def device_attrs(d: DeviceInfo) -> dict[str, Any]:
@@ -289,6 +291,7 @@ class Catalog:
             clear_ms=[int(c.defn.clear_for_s * 1000) for c in compiled],
             reset=reset,
             derived=DERIVED[d.kind],
+            all_clear=(-1,) * len(compiled),
         )
 
     def _compile_rule(self, r: RuleDef, params: dict[str, Param]) -> CompiledRule:
@@ -305,10 +308,13 @@ class Catalog:
         for a in r.requires:
             if a not in DEVICE_ATTRS[r.kind]:
                 raise RulesConfigError(f"{where}: requires unknown attribute {a!r}")
-        details = {k: expr.parse(v, names, what=f"{where} details.{k}") for k, v in r.details.items()}
-        trig: ast.expr | float
+        details = {
+            k: expr.compile_expr(expr.parse(v, names, what=f"{where} details.{k}")) for k, v in r.details.items()
+        }
+        trig: CodeType | float
         if isinstance(r.trigger_for_s, str):
-            trig = expr.parse(r.trigger_for_s, set(DEVICE_ATTRS[r.kind]) | set(params), what=f"{where} trigger_for_s")
+            tree = expr.parse(r.trigger_for_s, set(DEVICE_ATTRS[r.kind]) | set(params), what=f"{where} trigger_for_s")
+            trig = expr.compile_expr(tree)
         else:
             trig = float(r.trigger_for_s)
         reset = expr.parse(r.repeat.reset, names, what=f"{where} repeat.reset") if r.repeat and r.repeat.reset else None

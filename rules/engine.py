@@ -77,6 +77,7 @@ class DeviceState:
     offline: bool = False
     offline_onset: int = 0
     offline_severity: Severity = Severity.minor
+    quiet: bool = True  # every rule IDLE with no repetition history: CLEAR everywhere is a no-op
 
 
 class RuleEngine:
@@ -110,6 +111,7 @@ class RuleEngine:
             old = {c.spec.id: st for c, st in zip(ds.rules.rules, ds.states, strict=True)}
             ds.states = [old.get(c.spec.id) or self._fresh(c) for c in rules.rules]
             ds.device, ds.rules = device, rules
+            ds.quiet = False
             self._timed = {k for k in self._timed if k[0] != device.id}
             for i, st in enumerate(ds.states):
                 if st.phase in (Phase.PENDING, Phase.CLEARING):
@@ -143,13 +145,20 @@ class RuleEngine:
         for c, st in zip(ds.rules.rules, ds.states, strict=True):
             if c.spec.id == rule_id:
                 st.phase, st.since, st.onset = Phase.ACTIVE, start_ts, onset_ts
+                ds.quiet = False
                 st.level = next((i for i, s in enumerate(c.severities) if s == severity), 0)
 
     # -- status ------------------------------------------------------------------------
     def evaluate(self, device: DeviceInfo, status: Any, wall_ms: int) -> list[AlarmTransition]:
         """Run the device kind's rules over one status snapshot."""
-        ds = self._state(device)
-        out = self._alive(ds, status.ts, wall_ms)
+        ds = self._devices.get(device.id)
+        if ds is None or ds.device is not device:
+            ds = self._state(device)
+        if ds.offline or not ds.last_seen_wall:
+            out = self._alive(ds, status.ts, wall_ms)
+        else:  # the hot path of _alive, inlined: this runs for every message
+            ds.last_seen_wall, ds.last_device_ts = wall_ms, status.ts
+            out = []
         if (status.ts, status.seq) <= (ds.last_ts, ds.last_seq):
             self.stale_skipped += 1
             return out
@@ -162,6 +171,8 @@ class RuleEngine:
             self._derive(ds, status)
         s = status.__dict__
         verdicts = r.evaluate(s, r.attrs, ds.derived)
+        if ds.quiet and verdicts == r.all_clear:
+            return out  # the common case, kept to one C-level tuple comparison
         resets = r.reset(s, r.attrs, ds.derived) if r.reset is not None else None
         for i, v in enumerate(verdicts):
             st = ds.states[i]
@@ -173,6 +184,7 @@ class RuleEngine:
             t = self._step(ds, i, c, st, v, ts)
             if t is not None:
                 out.append(t)
+        ds.quiet = all(st.phase is Phase.IDLE and not st.prev and not st.edges for st in ds.states)
         return out
 
     @staticmethod
@@ -393,6 +405,7 @@ class RuleEngine:
                 # Pending since the original onset: the next message (or timer) that still shows
                 # the condition raises a new alarm straight away.
                 st.phase, st.since = Phase.PENDING, st.onset
+                ds.quiet = False
                 self._timed.add((device_id, i))
 
     # -- timers ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable, Iterable
+from types import CodeType
 from typing import Any
 
 _ALLOWED_NODES = (
@@ -73,7 +74,14 @@ def compile_function(name: str, args: list[str], body: list[tuple[str, ast.expr]
     return namespace[name]
 
 
-def evaluate(tree: ast.expr, env: dict[str, Any]) -> Any:
-    """Evaluate one checked expression (used for per-device values such as durations)."""
-    code = compile(ast.fix_missing_locations(ast.Expression(tree)), "<rules>", "eval")
-    return eval(code, {"__builtins__": {}, **FUNCTIONS}, env)  # checked trees only
+def compile_expr(tree: ast.expr) -> CodeType:
+    """Compile one checked expression for repeated :func:`evaluate` calls."""
+    return compile(ast.fix_missing_locations(ast.Expression(tree)), "<rules>", "eval")
+
+
+_GLOBALS: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS}
+
+
+def evaluate(code: CodeType, env: dict[str, Any]) -> Any:
+    """Evaluate a compiled expression (per-device durations, alarm details)."""
+    return eval(code, _GLOBALS, env)  # compiled from checked trees only

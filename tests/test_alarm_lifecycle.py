@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import jsonschema
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
@@ -28,6 +29,7 @@ from semon.store.models import Alarm, AlarmEvent
 from semon.store.registry import load_registry
 from tests.conftest import Stack
 from tests.helpers import elevator_payload, now_ms, publish_all, small_registry, wait_until
+from tests.services import REPO
 
 EL = "semon/v1/elevator/{}/status"
 
@@ -131,6 +133,9 @@ def test_operator_actions_are_relayed_and_a_manual_clear_re_raises_while_the_con
             "every transition published, in order",
         )
         assert [m["actor"] for m in listener.got][:5] == ["rules", "li", "li", "li", "li"]
+        schema = orjson.loads((REPO / "core/contract/schemas/alarm.json").read_bytes())
+        for m in listener.got:
+            jsonschema.validate(m, schema)  # what goes out is what the contract says
         second = alarms(stack)[1]
         assert second.active and second.onset_ts == a.onset_ts
         # the passenger gets out: the new alarm clears

@@ -37,7 +37,7 @@ DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "schemas"
 # semon rule produces. Adding an event name is an additive contract change: extend this
 # tuple, regenerate, and note it in docs/protocol.md.
 SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
-ALARM_EVENTS: tuple[str, ...] = ("raised", "cleared", "severity_changed", "acknowledged", "comment")
+ALARM_EVENTS: tuple[str, ...] = ("raised", "cleared", "severity_changed", "acknowledged", "comment", "assigned")
 
 # Device-time bounds of the alarm's *_ts fields: taken from the models' ``ts`` (messages.TsMs)
 # rather than repeated here, so there is one place that says what a device time may be.
@@ -96,10 +96,12 @@ EXAMPLES: dict[str, JsonSchema] = {
         "severity": "critical",
         "active": True,
         "acknowledged": False,
+        "assignee": None,
         "onset_ts": _T0 + 10_000,
         "start_ts": _T0 + 30_000,
         "end_ts": None,
         "ts": _T0 + 30_000,
+        "actor": "rules",
         "message": (
             "Passenger trapped: car stopped between floors 7 and 8 (outside the door zone), "
             "doors closed, passenger present for 20 s"
@@ -255,13 +257,24 @@ def alarm_schema() -> JsonSchema:
         },
         "active": {"type": "boolean", "description": "condition still holds (false once cleared)"},
         "acknowledged": {"type": "boolean", "description": "an operator acknowledged the alarm"},
+        "assignee": {
+            "type": ["string", "null"],
+            "maxLength": 64,
+            "description": "who is working on the alarm; null when unassigned",
+        },
         "onset_ts": _ts("device time (ms UTC) the condition started"),
         "start_ts": _ts("device time (ms UTC) the alarm was raised (onset + hold time)"),
         "end_ts": {
             "anyOf": [_ts("device time (ms UTC) the alarm cleared"), {"type": "null"}],
             "description": "device time (ms UTC) the alarm cleared; null while active",
         },
-        "ts": _ts("device time (ms UTC) of this transition"),
+        "ts": _ts("device time (ms UTC) of this transition (wall time for operator actions)"),
+        "actor": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "description": "'rules' for transitions the engine made, else the operator",
+        },
         "message": {
             "type": "string",
             "description": "human explanation of the alarm and its evidence",

@@ -1,0 +1,68 @@
+"""docs/rules.md is generated from the catalog; scoring counts what it should."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from semon.rules.docs import render
+from semon.rules.scoring import load_truth, score, totals
+from semon.store.db import Database
+from semon.store.models import Alarm, AlarmEvent
+from tests.helpers import small_registry
+from tests.services import REPO
+
+T0 = 1_764_000_000_000
+
+
+def test_docs_catalog_table_is_generated_from_the_catalog():
+    doc = (REPO / "docs/rules.md").read_text()
+    assert render(doc) == doc, "docs/rules.md is stale: run python -m semon.rules.docs"
+    assert "`vessel.gas_leak`" in doc and "| gbt24476 | 90 | alarm_button |" in doc
+
+
+def _alarm(db: Database, dev: str, typ: str, onset: int, start: int, end: int | None, sev: str, steps=()) -> None:
+    now = datetime.now(UTC)
+    with db.session() as s:
+        a = Alarm(device_id=dev, kind="elevator" if dev.startswith("E") else "vessel", firm_id="F001", type=typ,
+                  rule_id=f"x.{typ}", severity=sev, active=end is None, acknowledged=False, onset_ts=onset,
+                  start_ts=start, end_ts=end, created_at=now, updated_at=now, message="", details={})  # fmt: skip
+        s.add(a)
+        s.flush()
+        for ts, sv, ev in (
+            [(start, steps[0] if steps else sev, "raised"), *steps[1:]] if steps else [(start, sev, "raised")]
+        ):
+            s.add(AlarmEvent(alarm_id=a.id, event=ev, ts=ts, at=now, severity=sv, details={}))
+
+
+def test_score_recall_precision_latency_and_implied(tmp_path: Path):
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    small_registry(db, tmp_path / "reg.csv")
+    truth = tmp_path / "truth.jsonl"
+    def rec(dev: str, typ: str, end: int, **kw: object) -> dict:
+        return {"device_id": dev, "alarm_type": typ, "severity": "critical", "onset_ts": T0, "end_ts": T0 + end, **kw}
+
+    recs = [
+        rec("E1", "trapped_passenger", 60_000, implied=["stopped_outside_door_zone"]),
+        rec("E2", "trapped_passenger", 60_000),
+        rec("V1", "overpressure", 30_000),
+        {"device_id": "E1", "kind": "elevator", "onset_ts": None, "alarm_type": "door_fault"},  # never visible: skipped
+    ]
+    truth.write_text("\n".join(json.dumps(r) for r in recs))
+    _alarm(db, "E1", "trapped_passenger", T0, T0 + 20_000, T0 + 60_000, "critical")  # on time
+    _alarm(db, "E1", "stopped_outside_door_zone", T0, T0 + 45_000, T0 + 60_000, "major")  # implied: fine
+    _alarm(db, "E2", "trapped_passenger", T0, T0 + 23_000, T0 + 60_000, "critical")  # 2 s late
+    # overpressure raised at the major rung first, critical 1 s later (what counts for latency)
+    _alarm(db, "V1", "overpressure", T0 - 1000, T0 - 1000, T0 + 30_000, "critical",
+           steps=("major", (T0 + 500, "critical", "severity_changed")))  # fmt: skip
+    _alarm(db, "E2", "alarm_button", T0 + 100_000, T0 + 100_000, None, "major")  # nothing explains it
+    sc = score(db, load_truth(truth))
+    assert sc["trapped_passenger"].recall == 1.0 and sc["trapped_passenger"].late == 1
+    assert sorted(sc["trapped_passenger"].latencies_ms) == [20_000, 23_000]
+    assert sc["overpressure"].latencies_ms == [500]
+    assert sc["stopped_outside_door_zone"].precision == 1.0
+    assert sc["alarm_button"].precision == 0.0 and sc["alarm_button"].false_positives == 1
+    t = totals(sc)
+    assert t["faults"] == 3 and t["detected"] == 3 and t["alarms"] == 5 and t["false_positives"] == 1
+    db.dispose()
