@@ -116,6 +116,34 @@ def score(
         json_out.write_text(json.dumps({"types": {k: v.summary() for k, v in scores.items()}, "total": tot}, indent=2))
 
 
+@app.command("mqtt-auth")
+def mqtt_auth(
+    out_dir: Annotated[Path, typer.Option(help="where passwd, acl and credentials.csv go")] = Path("mqtt-auth"),
+    rotate: Annotated[bool, typer.Option(help="new passwords for everyone")] = False,
+    collector_user: Annotated[str, typer.Option(help="the collectors' MQTT user")] = "semon-collector",
+) -> None:
+    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collector)."""
+    from sqlalchemy import select
+
+    from semon.mqtt_auth import write_auth
+    from semon.store.db import Database
+    from semon.store.models import Device, Firm
+
+    s = get_settings()
+    db = Database(s.db_url)
+    try:
+        with db.session() as sess:
+            devices = [(d, k) for d, k in sess.execute(select(Device.id, Device.kind))]
+            firms = list(sess.scalars(select(Firm.id)))
+    finally:
+        db.dispose()
+    n = write_auth(out_dir, devices, firms, rotate=rotate, collector_user=collector_user)
+    console.print(
+        f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, 1 collector) → {out_dir}/passwd, "
+        f"{out_dir}/acl; passwords in {out_dir}/credentials.csv (mode 0600). Mosquitto: password_file, acl_file."
+    )
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply Alembic migrations to SEMON_DB_URL."""
