@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 import semon
+from semon.api import board as board_routes
 from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health, routes_maintenance
 from semon.api.metrics import MetricsMiddleware
 from semon.api.openapi import install_openapi
@@ -96,6 +97,7 @@ def create_app(
     for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters):
         app.include_router(module.router)
     app.include_router(routes_maintenance.router)
+    app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)
     return app
 
 
@@ -113,4 +115,5 @@ def serve(settings: Settings) -> None:
         log_config=None,  # keep the JSON handlers setup_logging installed
         access_log=False,  # MetricsMiddleware writes a structured access line instead
         server_header=False,
+        timeout_graceful_shutdown=2,  # open SSE streams (live board) must not hold up a restart
     )

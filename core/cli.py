@@ -164,6 +164,16 @@ def devices_import(csv: Annotated[Path, typer.Argument(exists=True, dir_okay=Fal
     db = Database(s.db_url)
     try:
         n = import_devices_csv(db, csv)
+        if s.influx_url:
+            # The boards draw vessel limit lines from the registry ratings kept in InfluxDB.
+            from semon.grafana import sync_device_info
+            from semon.store import open_telemetry
+
+            store = open_telemetry(s)
+            try:
+                sync_device_info(db, store)
+            finally:
+                store.close()
     except RegistryImportError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from e
@@ -190,10 +200,29 @@ def demo(
 def simulate(
     elevators: Annotated[int, typer.Option(min=0, help="number of elevators (E000001…)")] = 50,
     vessels: Annotated[int, typer.Option(min=0, help="number of pressure vessels (V000001…)")] = 10,
-    rate: Annotated[float, typer.Option(min=0.001, help="periodic status reports per second, whole fleet")] = 50.0,
+    rate: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="periodic status reports per wall second, whole fleet, on top of the keep-alive (0: keep-alive only)",
+        ),
+    ] = 50.0,
+    keepalive: Annotated[
+        float, typer.Option(min=0.1, help="each device reports at least every KEEPALIVE device seconds")
+    ] = 60.0,
     duration: Annotated[float | None, typer.Option(help="wall seconds to run (default: until Ctrl-C)")] = None,
     fault: Annotated[
-        list[str] | None, typer.Option(help="inject TYPE:DEVICE@ONSET[+DURATION], e.g. trapped:E000003@30s+60s")
+        list[str] | None,
+        typer.Option(
+            help="inject TYPE:DEVICE@ONSET[+DURATION][,KEY=VALUE], e.g. trapped:E000003@30s+60s,where=between"
+        ),
+    ] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="mixed: every fault type --per-type times, spread over duration × speed")
+    ] = None,
+    per_type: Annotated[int, typer.Option(min=1, help="faults of each type in the scenario")] = 3,
+    scenario_types: Annotated[
+        str | None, typer.Option(help="comma-separated fault types for the scenario (default: all)")
     ] = None,
     seed: Annotated[int, typer.Option(help="fleet and behaviour seed (reproducible runs)")] = 1,
     speed: Annotated[float, typer.Option(min=0.01, help="device-time acceleration (60 = a minute a second)")] = 1.0,
@@ -202,7 +231,12 @@ def simulate(
     registry_only: Annotated[bool, typer.Option(help="write --registry and exit")] = False,
     mqtt_url: Annotated[str | None, typer.Option(help="broker (default SEMON_MQTT_URL)")] = None,
 ) -> None:
-    """Simulate a fleet of elevators and vessels publishing over MQTT, with injected faults."""
+    """Simulate a fleet of elevators and vessels publishing over MQTT, with injected faults.
+
+    Devices report on change and at least every --keepalive device seconds; --rate adds periodic reports.
+
+    A simulated day: --elevators 1000 --vessels 200 --speed 60 --duration 1440 --rate 0 --scenario mixed
+    """
     from semon.simulators.fleet import build_fleet
     from semon.simulators.run import SimulationConfig, run_simulation
 
@@ -225,6 +259,8 @@ def simulate(
         host=host, port=port, elevators=elevators, vessels=vessels, rate=rate, duration_s=duration,
         faults=list(fault or []), seed=seed, speed=speed, truth_path=truth, registry_path=registry,
         progress=True, stop_event=stop, username=s.mqtt_username, password=s.mqtt_password,
+        keepalive_s=keepalive, scenario=scenario, per_type=per_type,
+        scenario_types=[t.strip() for t in scenario_types.split(",") if t.strip()] if scenario_types else None,
     )  # fmt: skip
     try:
         res = run_simulation(cfg)
@@ -232,8 +268,9 @@ def simulate(
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from e
     console.print(
-        f"published {res.total_messages:,} status messages from {len(res.per_device)} devices in {res.elapsed_s:.1f} s "
-        f"({res.achieved_rate:,.0f} msg/s), {len(res.faults)} faults injected; all acknowledged: {res.all_acked}"
+        f"published {res.total_messages:,} status and {res.total_events:,} event messages from {len(res.per_device)} "
+        f"devices in {res.elapsed_s:.1f} s ({res.achieved_rate:,.0f} msg/s), {len(res.faults)} faults injected; "
+        f"all acknowledged: {res.all_acked}"
     )
 
 

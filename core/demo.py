@@ -98,6 +98,7 @@ def run_demo(settings: Settings, *, elevators: int = 50, vessels: int = 10, rate
     console.print(
         f"[bold green]semon demo[/] — {counts['devices']} devices simulated, broker mqtt://127.0.0.1:{mqtt_port}, "
         f"data in {s.data_dir}/\n"
+        f"  live board {base}/board\n"
         f"  alarms     {base}/alarms   (trapped passenger on E000003 ≈ 25 s in, overpressure on V000002 ≈ 10 s in)\n"
         f"  telemetry  {base}/devices/E000003/latest   {base}/devices/V000002/telemetry\n"
         f"  API docs   {base}/docs      health {base}/health      metrics {base}/metrics\n"
@@ -107,7 +108,10 @@ def run_demo(settings: Settings, *, elevators: int = 50, vessels: int = 10, rate
     reporter.start()
     app = create_app(s, db=db, telemetry=telemetry)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=s.api_host, port=s.api_port, log_config=None, access_log=False, server_header=False)
+        uvicorn.Config(
+            app, host=s.api_host, port=s.api_port, log_config=None, access_log=False, server_header=False,
+            timeout_graceful_shutdown=2,
+        )
     )
     # uvicorn off the main thread installs no signal handlers (it would re-raise the signal at
     # exit and kill the process before the collector acks its last batch); we handle them here.

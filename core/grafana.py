@@ -262,9 +262,14 @@ def run_push(
     ds_url = influx_url or settings.influx_url
     if not ds_url:
         raise PushError("no InfluxDB URL for the datasource: pass --influx-url or set SEMON_INFLUX_URL")
+    from grafana_client.client import GrafanaException
+
     boards = load_dashboards(directory or default_dashboards_dir())
     api = connect(url, token)
-    report = push(api, boards, datasource_model(ds_url, settings.influx_db, settings.influx_token))
+    try:
+        report = push(api, boards, datasource_model(ds_url, settings.influx_db, settings.influx_token))
+    except GrafanaException as e:
+        raise PushError(f"Grafana refused the push: {e}") from e
     yield from report.lines()
     if device_info:
         if not settings.influx_url:

@@ -153,6 +153,17 @@ def color(c: str) -> dict[str, Any]:
     return {"mode": "fixed", "fixedColor": c}
 
 
+def link(title: str, board_uid: str, var: str) -> list[dict[str, Any]]:
+    """A data link opening another board with ``var`` set to the clicked cell, same time range."""
+    return [{"title": title, "url": f"/d/{board_uid}?var-{var}=${{__value.raw}}&${{__url_time_range}}"}]
+
+
+DRILL_DOWN = [
+    by_name("device_id", links=link("Device drill-down", "semon-device", "device")),
+    by_name("firm", links=link("Firm board", "semon-firm", "firm")),
+]
+
+
 class Board:
     """Collects panels and lays them out left to right, top to bottom, on Grafana's 24-column grid."""
 
@@ -243,6 +254,8 @@ class Board:
               sort_by: str | None = None, hide: Iterable[str] = ("Time",)) -> None:
         """A table; the aggregate queries' meaningless Time column is hidden."""
         organize = {"id": "organize", "options": {"excludeByName": dict.fromkeys(hide, True)}}
+        # Device and firm cells open the drill-down boards (harmless where a table has no such column).
+        overrides = [*DRILL_DOWN, *(overrides or [])]
         options: dict[str, Any] = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}}
         if sort_by:
             options["sortBy"] = [{"displayName": sort_by, "desc": True}]

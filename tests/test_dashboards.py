@@ -208,6 +208,7 @@ def test_provisioning_lines_up_with_compose_volumes():
     dash_dir = host_path(providers[0]["options"]["path"])
     assert dash_dir.resolve() == JSON_DIR.resolve()
     assert {p.name for p in dash_dir.glob("*.json")} == set(boards())
+    assert host_path(grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
     ds = yaml.safe_load((prov / "datasources" / "semon.yml").read_text())["datasources"][0]
     assert ds["url"].split("//")[1].split(":")[0] in yaml.safe_load(out.stdout)["services"], "datasource host"
     assert "${SEMON_INFLUX_TOKEN}" in ds["secureJsonData"]["httpHeaderValue1"]
