@@ -148,4 +148,21 @@ class DeadLetter(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
+
+class ApiKey(Base):
+    """An API key: only a SHA-256 of the secret is stored (keys are random, 256-bit)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True, doc="public part, for lookup and display")
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    firm_id: Mapped[str | None] = mapped_column(ForeignKey("firms.id"))
+    use_unit_id: Mapped[str | None] = mapped_column(ForeignKey("use_units.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)
