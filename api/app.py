@@ -12,7 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 import semon
 from semon.api import board as board_routes
-from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health, routes_maintenance
+from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health, routes_keys, routes_maintenance
+from semon.api.auth import RateLimiter
+from semon.api.limits import BodyLimitMiddleware
 from semon.api.metrics import MetricsMiddleware
 from semon.api.openapi import install_openapi
 from semon.api.problems import install_problem_handlers
@@ -89,12 +91,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = cfg
+    app.state.rate_limiter = RateLimiter(cfg.api_rate_per_s, cfg.api_rate_burst)
     app.state.db = db
     app.state.telemetry = telemetry
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     install_problem_handlers(app)
     install_openapi(app)
-    for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters):
+    for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters, routes_keys):
         app.include_router(module.router)
     app.include_router(routes_maintenance.router)
     app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)

@@ -37,6 +37,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import case, func, select
 from starlette.concurrency import run_in_threadpool
 
+from semon.api.auth import BoardDep
 from semon.api.deps import DbDep, TelemetryDep
 from semon.api.problems import not_found
 from semon.store.db import Database
@@ -355,13 +356,13 @@ def board_asset(name: str) -> Response:
 
 
 @router.get("/state")
-def board_state(db: DbDep) -> dict[str, Any]:
+def board_state(db: DbDep, _: BoardDep) -> dict[str, Any]:
     """The fleet summary the stream starts with (also handy for scripts)."""
     return fleet_summary(db)
 
 
 @router.get("/device/{device_id}")
-def board_device(db: DbDep, telemetry: TelemetryDep, device_id: str) -> dict[str, Any]:
+def board_device(db: DbDep, _: BoardDep, telemetry: TelemetryDep, device_id: str) -> dict[str, Any]:
     """What the device view opens with; live values then come over the stream."""
     return device_detail(db, telemetry, device_id)
 
@@ -369,6 +370,7 @@ def board_device(db: DbDep, telemetry: TelemetryDep, device_id: str) -> dict[str
 @router.get("/stream")
 async def board_stream(
     request: Request,
+    _: BoardDep,
     device: Annotated[str | None, Query(max_length=64, description="device whose values to stream")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from semon.store.access import NotVisible
 from semon.store.influx import InfluxError
 from semon.store.telemetry import TelemetryUnavailable
 
@@ -41,8 +42,9 @@ class ProblemException(StarletteHTTPException):
         slug: str | None = None,
         title: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(status_code=status, detail=detail)
+        super().__init__(status_code=status, detail=detail, headers=headers)
         self.slug = slug
         self.title = title
         self.extra = extra or {}
@@ -146,8 +148,17 @@ async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
     return problem_response(request, 500, "unexpected server error; see the API log")
 
 
+async def _not_visible(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, NotVisible)
+    # Another tenant's resource and a missing one look the same: 404, never 403 or data.
+    return problem_response(
+        request, 404, str(exc), slug=f"{exc.what.replace(' ', '-')}-not-found", title=f"Unknown {exc.what}"
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Route every error the app can raise to a problem+json response."""
+    app.add_exception_handler(NotVisible, _not_visible)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(TelemetryUnavailable, _telemetry_unavailable)

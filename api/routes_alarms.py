@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
+from semon.api.auth import AccessDep, OperatorDep
 from semon.api.deps import DbDep, Limit, Offset
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
@@ -24,6 +25,7 @@ from semon.api.schemas import (
     AlarmPage,
 )
 from semon.rules.alarms import AlarmConflict, AlarmNotFound, AlarmStore
+from semon.store.access import Principal
 from semon.store.models import Alarm, AlarmEvent
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
@@ -52,7 +54,7 @@ class AlarmState(StrEnum):
 
 @router.get("", response_model=AlarmPage, summary="List alarms", responses=problem_responses())
 def list_alarms(
-    db: DbDep,
+    access: AccessDep,
     state: Annotated[AlarmState, Query(description="active, cleared or all")] = AlarmState.all,
     severity: Annotated[str | None, Query(examples=["critical"])] = None,
     type: Annotated[
@@ -72,7 +74,7 @@ def list_alarms(
     """Alarms matching every given filter; newest raised first unless ``sort`` says otherwise."""
     # Newest id last among equal sort values: ids grow with raising order, like start_ts.
     order = parse_sort(sort, _SORTABLE, Alarm.id.desc())
-    stmt = select(Alarm)
+    stmt = access.alarms()
     if state is AlarmState.active:
         stmt = stmt.where(Alarm.active.is_(True))
     elif state is AlarmState.cleared:
@@ -86,9 +88,8 @@ def list_alarms(
     ):
         if value is not None:
             stmt = stmt.where(column == value)
-    with db.session() as s:
-        total, rows = page(s, stmt, order, limit, offset)
-        items = [AlarmOut.model_validate(row[0]) for row in rows]
+    total, rows = page(access.s, stmt, order, limit, offset)
+    items = [AlarmOut.model_validate(row[0]) for row in rows]
     return AlarmPage(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -99,24 +100,20 @@ def list_alarms(
     responses=problem_responses({404: "unknown alarm"}),
 )
 def get_alarm(
-    db: DbDep, alarm_id: Annotated[int, Path(description="alarm id", examples=[42])]
+    access: AccessDep, alarm_id: Annotated[int, Path(description="alarm id", examples=[42])]
 ) -> AlarmDetailOut:
     """The alarm and every transition recorded for it, in the order they were recorded."""
-    with db.session() as s:
-        alarm = s.get(Alarm, alarm_id)
-        if alarm is None:
-            raise not_found("alarm", alarm_id)
-        events = s.scalars(
-            select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(AlarmEvent.id)
-        ).all()
-        base = AlarmOut.model_validate(alarm).model_dump(exclude={"start_iso", "end_iso"})
-        return AlarmDetailOut(
-            **base, events=[AlarmEventOut.model_validate(e) for e in events]
-        )
+    alarm = access.alarm(alarm_id)
+    events = access.s.scalars(
+        select(AlarmEvent).where(AlarmEvent.alarm_id == alarm_id).order_by(AlarmEvent.id)
+    ).all()
+    base = AlarmOut.model_validate(alarm).model_dump(exclude={"start_iso", "end_iso"})
+    return AlarmDetailOut(**base, events=[AlarmEventOut.model_validate(e) for e in events])
 
 
-def _act(db: DbDep, alarm_id: int, op: Callable[[AlarmStore], Alarm]) -> AlarmOut:
+def _act(db: DbDep, access: AccessDep, alarm_id: int, op: Callable[[AlarmStore], Alarm]) -> AlarmOut:
     """Run one lifecycle operation; the transition is stored now and announced by a collector."""
+    access.alarm(alarm_id)  # another tenant's alarm does not exist for this caller
     try:
         return AlarmOut.model_validate(op(AlarmStore(db)))
     except AlarmNotFound as e:
@@ -130,24 +127,31 @@ AlarmId = Annotated[int, Path(description="alarm id", examples=[42])]
 
 
 @router.post("/{alarm_id}/ack", response_model=AlarmOut, summary="Acknowledge", responses=_ACTION_RESPONSES)
-def acknowledge(db: DbDep, alarm_id: AlarmId, body: AlarmAction) -> AlarmOut:
+def acknowledge(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmAction) -> AlarmOut:
     """Acknowledge an alarm (recorded with who and when)."""
-    return _act(db, alarm_id, lambda st: st.acknowledge(alarm_id, body.actor))
+    return _act(db, access, alarm_id, lambda st: st.acknowledge(alarm_id, _actor(who, body)))
 
 
 @router.post("/{alarm_id}/clear", response_model=AlarmOut, summary="Clear by hand", responses=_ACTION_RESPONSES)
-def clear(db: DbDep, alarm_id: AlarmId, body: AlarmClear) -> AlarmOut:
+def clear(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmClear) -> AlarmOut:
     """Clear an alarm; if its condition still holds, the engine raises a new one."""
-    return _act(db, alarm_id, lambda st: st.clear(alarm_id, body.actor, body.reason))
+    return _act(db, access, alarm_id, lambda st: st.clear(alarm_id, _actor(who, body), body.reason))
 
 
 @router.post("/{alarm_id}/comments", response_model=AlarmOut, summary="Comment", responses=_ACTION_RESPONSES)
-def comment(db: DbDep, alarm_id: AlarmId, body: AlarmComment) -> AlarmOut:
+def comment(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmComment) -> AlarmOut:
     """Add a comment to the alarm's history."""
-    return _act(db, alarm_id, lambda st: st.comment(alarm_id, body.actor, body.text))
+    return _act(db, access, alarm_id, lambda st: st.comment(alarm_id, _actor(who, body), body.text))
 
 
 @router.post("/{alarm_id}/assign", response_model=AlarmOut, summary="Assign", responses=_ACTION_RESPONSES)
-def assign(db: DbDep, alarm_id: AlarmId, body: AlarmAssign) -> AlarmOut:
+def assign(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmAssign) -> AlarmOut:
     """Assign the alarm to someone, or unassign it."""
-    return _act(db, alarm_id, lambda st: st.assign(alarm_id, body.actor, body.assignee))
+    return _act(db, access, alarm_id, lambda st: st.assign(alarm_id, _actor(who, body), body.assignee))
+
+
+def _actor(who: Principal, body: AlarmAction) -> str:
+    """The key's name; only an anonymous (demo) caller may name itself."""
+    if who.key_id is None and body.actor:
+        return body.actor
+    return who.name

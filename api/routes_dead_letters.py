@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import LargeBinary, func, select
 
-from semon.api.deps import DbDep, Limit, Offset
+from semon.api.auth import AccessDep
+from semon.api.deps import Limit, Offset
 from semon.api.listing import page
 from semon.api.openapi import problem_responses
 from semon.api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, ReasonCount
@@ -32,7 +33,7 @@ def payload_text(head: bytes) -> str:
     "", response_model=DeadLetterPage, summary="List dead letters", responses=problem_responses()
 )
 def list_dead_letters(
-    db: DbDep,
+    access: AccessDep,
     reason: Annotated[
         str | None, Query(description="rejection reason", examples=["schema"])
     ] = None,
@@ -55,13 +56,13 @@ def list_dead_letters(
         head.label("head"),
         stored.label("stored"),
     )
+    stmt = access.scoped(stmt, DeadLetter.device_id)
     if reason is not None:
         stmt = stmt.where(DeadLetter.reason == reason)
     if device_id is not None:
         stmt = stmt.where(DeadLetter.device_id == device_id)
     order = [DeadLetter.received_at.desc(), DeadLetter.id.desc()]
-    with db.session() as s:
-        total, rows = page(s, stmt, order, limit, offset)
+    total, rows = page(access.s, stmt, order, limit, offset)
     items = [
         DeadLetterOut(
             id=r.id,
@@ -89,15 +90,14 @@ def list_dead_letters(
     responses=problem_responses(),
 )
 def dead_letter_summary(
-    db: DbDep, device_id: Annotated[str | None, Query(description="only this device")] = None
+    access: AccessDep, device_id: Annotated[str | None, Query(description="only this device")] = None
 ) -> DeadLetterSummary:
     """How many messages were rejected for each reason, and when the latest one was."""
     n = func.count().label("n")
     last = func.max(DeadLetter.received_at)
-    stmt = select(DeadLetter.reason, n, last).group_by(DeadLetter.reason)
+    stmt = access.scoped(select(DeadLetter.reason, n, last), DeadLetter.device_id).group_by(DeadLetter.reason)
     if device_id is not None:
         stmt = stmt.where(DeadLetter.device_id == device_id)
-    with db.session() as s:
-        rows = s.execute(stmt.order_by(n.desc(), DeadLetter.reason)).all()
+    rows = access.s.execute(stmt.order_by(n.desc(), DeadLetter.reason)).all()
     by_reason = [ReasonCount(reason=r, count=c, last_received_at=last) for r, c, last in rows]
     return DeadLetterSummary(total=sum(x.count for x in by_reason), by_reason=by_reason)

@@ -7,14 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import Select, inspect, or_, select
-from sqlalchemy.orm import Session
 
-from semon.api.deps import DbDep, Limit, Offset, TelemetryDep
+from semon.api.auth import AccessDep
+from semon.api.deps import Limit, Offset, TelemetryDep
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter, not_found
 from semon.api.schemas import DeviceOut, DevicePage, LatestOut, TelemetryOut
 from semon.api.timeparse import TimeParseError, ms_to_iso, now_ms, parse_time
+from semon.store.access import Access
 from semon.store.models import Device, Firm, UseUnit
 from semon.store.telemetry import STATUS_MEASUREMENT, FieldValue
 
@@ -36,11 +37,13 @@ _SORTABLE = {
 DeviceId = Annotated[str, Path(description="registry id of the device", examples=["EL-0001"])]
 
 
-def _registry_query() -> Select[Any]:
-    return (
+def _registry_query(access: Access) -> Select[Any]:
+    # Scoped by the data-access layer: other tenants' devices are simply not in the result.
+    return access.scoped(
         select(Device, Firm.name, UseUnit.name)
         .outerjoin(Firm, Device.firm_id == Firm.id)
-        .outerjoin(UseUnit, Device.use_unit_id == UseUnit.id)
+        .outerjoin(UseUnit, Device.use_unit_id == UseUnit.id),
+        Device.id,
     )
 
 
@@ -48,13 +51,6 @@ def _device_out(device: Device, firm_name: str | None, use_unit_name: str | None
     data = {k: getattr(device, k) for k in _DEVICE_COLUMNS}
     data.update(firm_name=firm_name, use_unit_name=use_unit_name)
     return DeviceOut.model_validate(data)
-
-
-def _get_device(session: Session, device_id: str) -> Device:
-    device = session.get(Device, device_id)
-    if device is None:
-        raise not_found("device", device_id)
-    return device
 
 
 def _status_measurement(device: Device) -> str:
@@ -76,7 +72,7 @@ def _values(row: dict[str, FieldValue]) -> dict[str, FieldValue]:
     "", response_model=DevicePage, summary="List registered devices", responses=problem_responses()
 )
 def list_devices(
-    db: DbDep,
+    access: AccessDep,
     kind: Annotated[
         str | None, Query(description="elevator | vessel", examples=["elevator"])
     ] = None,
@@ -101,7 +97,7 @@ def list_devices(
 ) -> DevicePage:
     """Registry records matching every given filter, with firm and use-unit names."""
     order = parse_sort(sort, _SORTABLE, Device.id.asc())
-    stmt = _registry_query()
+    stmt = _registry_query(access)
     if kind is not None:
         stmt = stmt.where(Device.kind == kind)
     if district is not None:
@@ -116,9 +112,8 @@ def list_devices(
                 Device.address.icontains(q, autoescape=True),
             )
         )
-    with db.session() as s:
-        total, rows = page(s, stmt, order, limit, offset)
-        items = [_device_out(*row) for row in rows]
+    total, rows = page(access.s, stmt, order, limit, offset)
+    items = [_device_out(*row) for row in rows]
     return DevicePage(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -128,13 +123,12 @@ def list_devices(
     summary="One device",
     responses=problem_responses({404: "unknown device"}),
 )
-def get_device(db: DbDep, device_id: DeviceId) -> DeviceOut:
+def get_device(access: AccessDep, device_id: DeviceId) -> DeviceOut:
     """Registry record of a device, including firm and use-unit names."""
-    with db.session() as s:
-        row = s.execute(_registry_query().where(Device.id == device_id)).first()
-        if row is None:
-            raise not_found("device", device_id)
-        return _device_out(*row)
+    row = access.s.execute(_registry_query(access).where(Device.id == device_id)).first()
+    if row is None:
+        raise not_found("device", device_id)
+    return _device_out(*row)
 
 
 @router.get(
@@ -143,12 +137,11 @@ def get_device(db: DbDep, device_id: DeviceId) -> DeviceOut:
     summary="Newest status of a device",
     responses=problem_responses({404: "unknown device, or no status yet"}),
 )
-def get_latest(db: DbDep, telemetry: TelemetryDep, device_id: DeviceId) -> LatestOut:
+def get_latest(access: AccessDep, telemetry: TelemetryDep, device_id: DeviceId) -> LatestOut:
     """Newest ``elevator_status`` / ``vessel_status`` row (by device time) of the device."""
-    with db.session() as s:
-        device = _get_device(s, device_id)
-        kind = device.kind
-        measurement = _status_measurement(device)
+    device = access.device(device_id)
+    kind = device.kind
+    measurement = _status_measurement(device)
     row = telemetry.latest(measurement, device_id)
     if row is None:
         raise ProblemException(
@@ -177,7 +170,7 @@ def _time_param(name: str, value: str | None) -> int | None:
     responses=problem_responses({404: "unknown device"}),
 )
 def get_telemetry(
-    db: DbDep,
+    access: AccessDep,
     telemetry: TelemetryDep,
     device_id: DeviceId,
     start: Annotated[
@@ -203,10 +196,9 @@ def get_telemetry(
         raise invalid_parameter(
             "end", f"end ({ms_to_iso(end_ms)}) must be after start ({ms_to_iso(start_ms)})"
         )
-    with db.session() as s:
-        device = _get_device(s, device_id)
-        kind = device.kind
-        measurement = _status_measurement(device)
+    device = access.device(device_id)
+    kind = device.kind
+    measurement = _status_measurement(device)
     rows = telemetry.query(measurement, device_id, start_ms, end_ms, limit)
     points = [{"time": int(r["time"]), **_values(r)} for r in rows]
     return TelemetryOut(

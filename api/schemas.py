@@ -376,10 +376,12 @@ class DeadLetterSummary(BaseModel):
 
 
 class AlarmAction(BaseModel):
-    """Who does something to an alarm (until API keys arrive, the caller names themself)."""
+    """An action on an alarm; it is recorded under the API key's name."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"actor": "li.wei@firm-f001"}]})
-    actor: str = Field(min_length=1, max_length=64, description="operator name or id")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+    actor: str | None = Field(
+        None, min_length=1, max_length=64, description="ignored with an API key (its name is used); demo mode only"
+    )
 
 
 class AlarmClear(AlarmAction):

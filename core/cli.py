@@ -19,6 +19,8 @@ devices_app = typer.Typer(help="Equipment registry.", no_args_is_help=True)
 db_app = typer.Typer(help="Relational database schema.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="API keys (roles: regulator, firm, owner).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app, name="maintenance")
 console = Console(stderr=True)
 
@@ -142,6 +144,67 @@ def mqtt_auth(
         f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, 1 collector) → {out_dir}/passwd, "
         f"{out_dir}/acl; passwords in {out_dir}/credentials.csv (mode 0600). Mosquitto: password_file, acl_file."
     )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="who the key is for")],
+    role: Annotated[str, typer.Option(help="regulator | firm | owner")] = "firm",
+    firm: Annotated[str | None, typer.Option(help="firm id (role firm)")] = None,
+    use_unit: Annotated[str | None, typer.Option(help="use unit id (role owner)")] = None,
+) -> None:
+    """Create an API key; the token is printed once and never stored."""
+    from semon.store.db import Database
+    from semon.store.keys import KeyError_, create_key
+
+    db = Database(get_settings().db_url)
+    try:
+        k, token = create_key(db, name, role, firm_id=firm, use_unit_id=use_unit)
+    except KeyError_ as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from e
+    finally:
+        db.dispose()
+    console.print(f"key {k.id} ({k.role}{' ' + (k.firm_id or k.use_unit_id or '') if k.role != 'regulator' else ''})")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(include_revoked: Annotated[bool, typer.Option(help="show revoked keys too")] = False) -> None:
+    """List API keys (never their secrets)."""
+    from rich.table import Table
+
+    from semon.store.db import Database
+    from semon.store.keys import list_keys
+
+    db = Database(get_settings().db_url)
+    try:
+        keys = list_keys(db, include_revoked=include_revoked)
+    finally:
+        db.dispose()
+    t = Table("id", "prefix", "name", "role", "scope", "created", "revoked")
+    for k in keys:
+        revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
+        scope = k.firm_id or k.use_unit_id or "all"
+        t.add_row(str(k.id), k.prefix, k.name, k.role, scope, f"{k.created_at:%Y-%m-%d %H:%M}", revoked)
+    Console().print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="key id (semon keys list)")]) -> None:
+    """Revoke an API key at once."""
+    from semon.store.db import Database
+    from semon.store.keys import revoke_key
+
+    db = Database(get_settings().db_url)
+    try:
+        k = revoke_key(db, key_id)
+    finally:
+        db.dispose()
+    if k is None:
+        console.print(f"[red]no key {key_id}[/]")
+        raise typer.Exit(1)
+    console.print(f"key {key_id} revoked")
 
 
 @db_app.command("upgrade")

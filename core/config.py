@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field
@@ -52,8 +53,44 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # "keys": every request needs an API key; "open": no key = anonymous regulator (demo only).
+    api_auth: Literal["keys", "open"] = "keys"
+    api_rate_per_s: float = Field(50.0, gt=0)
+    api_rate_burst: int = Field(100, ge=1)
+    api_max_body_bytes: int = Field(1 << 20, ge=1024)
 
     log_level: str = "INFO"
+
+    # Alert delivery (docs/alerts.md). The collector marks an alarm transition published only
+    # after the broker's PUBACK; it waits this long for it before leaving it to the relay.
+    alarm_puback_timeout_s: float = Field(5.0, ge=0)
+    # The dispatcher (webhook outbox, escalation, rescue records) runs inside `semon api`
+    # unless disabled here; `semon deliver` runs it alone. Several may run at once.
+    dispatcher_enabled: bool = True
+    dispatcher_poll_s: float = Field(0.5, gt=0)
+    # An alarm_events id the scan has not seen while newer ones exist belongs to a transaction
+    # still open (or rolled back); after this long it is given up as a rolled-back gap.
+    notify_gap_timeout_s: float = Field(60.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    # Retry n waits min(base * 2**(n-1), max) seconds (minus up to 10 % jitter).
+    webhook_backoff_base_s: float = Field(1.0, gt=0)
+    webhook_backoff_max_s: float = Field(30.0, gt=0)
+    # After this many failed attempts a delivery is "dead" (listed, redeliverable by hand).
+    webhook_max_attempts: int = Field(25, ge=1)
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+    # Webhook URLs resolving to loopback / private / link-local addresses are refused unless
+    # allowed (a firm must not make the server probe the internal network).
+    webhook_allow_private: bool = False
+    # Severity -> seconds an active alarm may stay unacknowledged before it escalates to the
+    # regulator (and again every as many seconds while unresolved). Absent = never.
+    escalation_after_s: dict[str, float] = {"critical": 300.0}
+    # Rescue workflow (TSG T5002-2017: arrive within 30 min in cities; 96333 KPI: dispatch
+    # within 3 min).
+    rescue_alarm_types: list[str] = ["trapped_passenger"]
+    rescue_arrival_limit_s: float = Field(1800.0, gt=0)
+    rescue_response_limit_s: float = Field(180.0, gt=0)
+    # Calendar of KPI periods (day / week / month boundaries).
+    report_timezone: str = "Asia/Shanghai"
 
     @cached_property
     def spool_path(self) -> Path:

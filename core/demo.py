@@ -65,7 +65,12 @@ def run_demo(settings: Settings, *, elevators: int = 50, vessels: int = 10, rate
     broker = EmbeddedBroker(port=mqtt_port)
     broker.start()
     s = settings.model_copy(
-        update={"mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}", "mqtt_client_id": "semon-demo-collector"}
+        # The demo is a laptop on loopback: no API keys, every caller is an anonymous regulator.
+        update={
+            "mqtt_url": f"mqtt://127.0.0.1:{mqtt_port}",
+            "mqtt_client_id": "semon-demo-collector",
+            "api_auth": "open",
+        }
     )
     s.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(s.db_url)

@@ -91,7 +91,7 @@ def _services_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
     url = request.getfixturevalue("pg_url")
     s = Settings(
         mqtt_url=mq.url, influx_url=ix.url, influx_db="semon", db_url=url, data_dir=tmp_path / "data",
-        mqtt_client_id=f"semon-test-{free_port()}",
+        mqtt_client_id=f"semon-test-{free_port()}", api_auth="open",
     )  # fmt: skip
     return Stack("services", s, Database(url), mq, ix)
 
@@ -103,7 +103,7 @@ def _embedded_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
     request.addfinalizer(broker.stop)
     s = Settings(
         mqtt_url=f"mqtt://127.0.0.1:{port}", influx_url=None, db_url=f"sqlite:///{tmp_path}/semon.db",
-        telemetry_sqlite_path=tmp_path / "telemetry.db", data_dir=tmp_path / "data",
+        telemetry_sqlite_path=tmp_path / "telemetry.db", data_dir=tmp_path / "data", api_auth="open",
     )  # fmt: skip
     return Stack("embedded", s, Database(s.db_url))
 

@@ -147,7 +147,7 @@ def sqlite_tel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteTelem
 
 @pytest.fixture(scope="module")
 def client(db: Database, sqlite_tel: SqliteTelemetryStore) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(), db=db, telemetry=sqlite_tel)) as c:
+    with TestClient(create_app(Settings(api_auth="open"), db=db, telemetry=sqlite_tel)) as c:
         yield c
 
 
@@ -223,7 +223,7 @@ def tel_client(request: pytest.FixtureRequest, db: Database,
         influx.ensure_database()
         influx.write(_points())
         store = influx
-    with TestClient(create_app(Settings(), db=db, telemetry=store)) as c:
+    with TestClient(create_app(Settings(api_auth="open"), db=db, telemetry=store)) as c:
         yield c
     if request.param != "sqlite":
         store.close()
@@ -267,7 +267,7 @@ class _DownTelemetry:
 
 
 def test_telemetry_down_degrades_health_and_503s(db: Database) -> None:
-    with TestClient(create_app(Settings(), db=db, telemetry=_DownTelemetry())) as c:
+    with TestClient(create_app(Settings(api_auth="open"), db=db, telemetry=_DownTelemetry())) as c:
         r = c.get("/health")
         assert r.status_code == 200 and r.json()["status"] == "degraded"
         assert r.json()["telemetry"] is False
@@ -286,7 +286,7 @@ class _BrokenTelemetry(_DownTelemetry):
 
 
 def test_unexpected_error_is_500_problem(db: Database) -> None:
-    app = create_app(Settings(), db=db, telemetry=_BrokenTelemetry())
+    app = create_app(Settings(api_auth="open"), db=db, telemetry=_BrokenTelemetry())
     with TestClient(app, raise_server_exceptions=False) as c:
         body = _problem(c.get("/devices/EL-0001/latest"), 500)
         assert "secret" not in body["detail"]
@@ -298,7 +298,7 @@ def test_db_down_is_503(tmp_path: Path, sqlite_tel: SqliteTelemetryStore) -> Non
     # A database file in a directory that does not exist: every connect fails.
     broken.engine = create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
     broken.sessions.configure(bind=broken.engine)
-    with TestClient(create_app(Settings(), db=broken, telemetry=sqlite_tel)) as c:
+    with TestClient(create_app(Settings(api_auth="open"), db=broken, telemetry=sqlite_tel)) as c:
         r = c.get("/health")
         assert r.status_code == 503
         assert r.json() == {**r.json(), "status": "degraded", "db": False, "telemetry": True}
@@ -583,7 +583,7 @@ def test_openapi_documents_everything(client: TestClient) -> None:
 
 def test_app_opens_and_closes_its_own_stores(tmp_path: Path) -> None:
     settings = Settings(db_url=f"sqlite:///{tmp_path}/own.db",
-                        telemetry_sqlite_path=tmp_path / "own-tel.db", influx_url=None)
+                        telemetry_sqlite_path=tmp_path / "own-tel.db", influx_url=None, api_auth="open")
     app = create_app(settings)
     with TestClient(app) as c:
         assert c.get("/health").json()["status"] == "ok"

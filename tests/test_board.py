@@ -111,7 +111,8 @@ def _raised_at_ms(db: Database) -> int | None:
 
 def test_trapped_passenger_reaches_the_open_board_within_3_s(mosquitto, influx, pg_url, browser, tmp_path: Path):
     settings = Settings(mqtt_url=mosquitto.url, influx_url=influx.url, influx_db="semon", db_url=pg_url,
-                        data_dir=tmp_path / "data", mqtt_client_id=f"semon-board-{free_port()}")  # fmt: skip
+                        data_dir=tmp_path / "data", mqtt_client_id=f"semon-board-{free_port()}",
+                        api_auth="open")  # fmt: skip
     db = Database(pg_url)
     fleet = build_fleet(ELEVATORS, VESSELS, SEED)
     import_devices_csv(db, fleet.write_registry_csv(tmp_path / "registry.csv"))
@@ -202,7 +203,8 @@ def test_trapped_passenger_reaches_the_open_board_within_3_s(mosquitto, influx, 
 
 
 def test_board_assets_come_from_the_package_and_the_stream_speaks_sse(tmp_path: Path):
-    settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db")
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db",
+                        api_auth="open")  # fmt: skip
     with TestClient(create_app(settings)) as c:
         page = c.get("/board")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -260,7 +262,8 @@ def _store_alarm(db: Database, device: str, event: str, alarm_id: int | None = N
 
 def test_stream_pushes_transitions_and_resumes_from_last_event_id(tmp_path: Path):
     """SSE protocol on the embedded stores: snapshot, live transitions within 1 s, catch-up on reconnect."""
-    settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db")
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db",
+                        api_auth="open")  # fmt: skip
     db = Database(settings.db_url)
     small_registry(db, tmp_path / "registry.csv")
     telemetry = SqliteTelemetryStore(settings.telemetry_sqlite_path)

@@ -37,7 +37,12 @@ DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "schemas"
 # semon rule produces. Adding an event name is an additive contract change: extend this
 # tuple, regenerate, and note it in docs/protocol.md.
 SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
-ALARM_EVENTS: tuple[str, ...] = ("raised", "cleared", "severity_changed", "acknowledged", "comment", "assigned")
+# escalated (actor "escalation"): unacknowledged too long, or a rescue arrival overdue
+# (docs/alerts.md); dispatched / arrived / released: rescue steps of a trapped-passenger alarm.
+ALARM_EVENTS: tuple[str, ...] = (
+    "raised", "cleared", "severity_changed", "acknowledged", "comment", "assigned",
+    "escalated", "dispatched", "arrived", "released",
+)  # fmt: skip
 
 # Device-time bounds of the alarm's *_ts fields: taken from the models' ``ts`` (messages.TsMs)
 # rather than repeated here, so there is one place that says what a device time may be.
@@ -86,6 +91,7 @@ EXAMPLES: dict[str, JsonSchema] = {
         "text": "door close fault",
     },
     "alarm": {
+        "event_id": 90817,
         "alarm_id": 1842,
         "event": "raised",
         "device_id": "gz-el-00042",
@@ -204,15 +210,23 @@ def alarm_schema() -> JsonSchema:
     schema = _envelope(
         "alarm",
         "semon v1 alarm transition",
-        "One alarm transition (raised, cleared, severity change, acknowledgement, comment), "
-        "published by semon with QoS 1, not retained, on semon/v1/alarms/{firm_id}/{device_id} "
-        "(firm_id is _ when the device has no maintenance firm). Transitions of one alarm are "
-        "published in order. Consumers must ignore fields they do not know.",
+        "One alarm transition (raised, cleared, severity change, acknowledgement, comment, "
+        "escalation, rescue step), published by semon with QoS 1, not retained, on "
+        "semon/v1/alarms/{firm_id}/{device_id} (firm_id is _ when the device has no maintenance "
+        "firm); the same document is the body of webhook deliveries and the data of "
+        "/alarms/stream events. Delivery is at-least-once: a transition may arrive twice, with "
+        "the same event_id, which consumers use to drop the duplicate. Consumers must ignore "
+        "fields they do not know.",
     )
     schema["$comment"] = "Hand-written in semon.contract.schema_export (no pydantic model)."
     schema["x-semon-topic"] = f"{PREFIX}/alarms/{{firm_id}}/{{device_id}}"
     schema["x-semon-qos"] = 1
     props: JsonSchema = {
+        "event_id": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "id of this transition (unique, the same on every channel and redelivery): the dedupe key",
+        },
         "alarm_id": {
             "type": "integer",
             "minimum": 1,

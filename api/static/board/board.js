@@ -9,6 +9,11 @@
   const CHART_WINDOW_MS = 5 * 60 * 1000; // device time shown on the live chart
   const MAX_POINTS = 3000;
   const state = { device: null, summary: null, detail: null, points: [], feed: [], es: null, downTimer: null };
+  // With API keys on, open the board as /board?key=smk_… (a regulator key); it is kept for the
+  // tab and sent with every request — as a query parameter where EventSource allows no header.
+  const KEY = new URLSearchParams(location.search).get("key") || sessionStorage.getItem("semon-key") || "";
+  if (KEY) sessionStorage.setItem("semon-key", KEY);
+  const api = (url) => fetch(url, KEY ? { headers: { Authorization: `Bearer ${KEY}` } } : {});
 
   // ------------------------------------------------------------------ helpers
   function h(tag, attrs, ...children) {
@@ -49,7 +54,10 @@
 
   function connect() {
     if (state.es) state.es.close();
-    const url = "/board/stream" + (state.device ? `?device=${encodeURIComponent(state.device)}` : "");
+    const q = new URLSearchParams();
+    if (state.device) q.set("device", state.device);
+    if (KEY) q.set("key", KEY);
+    const url = "/board/stream" + (q.toString() ? `?${q}` : "");
     const es = new EventSource(url);
     state.es = es;
     es.addEventListener("open", () => setConn(true));
@@ -115,7 +123,7 @@
     const ids = $("device-ids");
     if (!ids.dataset.loaded) {
       ids.dataset.loaded = "1";
-      fetch("/devices?limit=1000&sort=id").then((r) => (r.ok ? r.json() : { items: [] })).then((page) => {
+      api("/devices?limit=1000&sort=id").then((r) => (r.ok ? r.json() : { items: [] })).then((page) => {
         ids.replaceChildren(...page.items.map((d) => h("option", { value: d.id }, `${d.kind} · ${d.district || ""}`)));
       }).catch(() => { ids.dataset.loaded = ""; });
     }
@@ -140,7 +148,7 @@
   async function loadDevice(id) {
     $("dev-title").textContent = id;
     $("dev-meta").textContent = "loading…";
-    const r = await fetch(`/board/device/${encodeURIComponent(id)}`);
+    const r = await api(`/board/device/${encodeURIComponent(id)}`);
     if (!r.ok) {
       $("dev-meta").textContent = r.status === 404 ? "No such device in the registry." : `Error ${r.status}`;
       state.detail = null;

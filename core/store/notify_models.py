@@ -1,0 +1,131 @@
+"""Tables of alert delivery (docs/alerts.md): webhook subscriptions, the delivery outbox, the
+dispatcher's scan watermark, escalations, and trapped-passenger rescues.
+
+Kept apart from ``models.py`` (same ``Base``) so the notification feature owns its schema. The
+source of truth stays ``alarm_events``: every delivery row points at the transition it carries,
+and every escalation and rescue step is itself an ``alarm_events`` row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from semon.store.models import Base
+
+_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Webhook(Base):
+    """A webhook subscription of a firm, an owner (use unit) or — both null — the regulator."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    firm_id: Mapped[str | None] = mapped_column(ForeignKey("firms.id"), index=True)
+    use_unit_id: Mapped[str | None] = mapped_column(ForeignKey("use_units.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # The HMAC key must be usable to sign, so it is stored as given (never listed by the API).
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Filters: only transitions at least this severe; only these event names (null = all).
+    min_severity: Mapped[str | None] = mapped_column(String(16))
+    events: Mapped[list | None] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One transition to one webhook: the outbox row, drained at-least-once by the dispatcher.
+
+    ``pending`` rows are due at ``next_attempt_at``; a dispatcher claims a row by moving that
+    time forward by a lease, so a dispatcher killed mid-send leaves it due again afterwards.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("alarm_events.id"))
+    status: Mapped[str] = mapped_column(String(16), doc="pending | delivered | dead")
+    # The body as first built: every attempt and redelivery sends the same document.
+    payload: Mapped[dict] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "webhook_id", name="uq_webhook_deliveries_event_webhook"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "status", "id"),
+    )
+
+
+class NotifyState(Base):
+    """Small persistent counters of the dispatcher (the alarm_events scan watermark)."""
+
+    __tablename__ = "notify_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Escalation(Base):
+    """An escalation to the regulator; the unique key makes concurrent dispatchers escalate once."""
+
+    __tablename__ = "escalations"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    reason: Mapped[str] = mapped_column(String(32), doc="unacknowledged | rescue_arrival_overdue")
+    level: Mapped[int] = mapped_column(Integer, doc="1 for the first, +1 per repeat")
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("alarm_events.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("alarm_id", "reason", "level", name="uq_escalations_alarm_reason_level"),)
+
+
+class Rescue(Base):
+    """A trapped-passenger rescue (困梯救援): alarm → dispatched → arrived → released."""
+
+    __tablename__ = "rescues"
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), unique=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    # The firm responsible when the entrapment happened (KPIs group by it).
+    firm_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), doc="open | dispatched | arrived | released")
+    alarm_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Guangzhou 96333 tiers: own_firm | rescue_station | fire_service.
+    tier: Mapped[str | None] = mapped_column(String(16))
+    responder: Mapped[str | None] = mapped_column(String(100))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_by: Mapped[str | None] = mapped_column(String(64))
+    arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    arrived_by: Mapped[str | None] = mapped_column(String(64))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    released_by: Mapped[str | None] = mapped_column(String(64))
+    # external | misuse | equipment | unknown (recorded at release).
+    cause: Mapped[str | None] = mapped_column(String(16))
+    arrival_breached: Mapped[bool] = mapped_column(Boolean, default=False)
+    breach_escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    notes: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
