@@ -12,7 +12,17 @@ from starlette.concurrency import run_in_threadpool
 
 import semon
 from semon.api import board as board_routes
-from semon.api import routes_alarms, routes_dead_letters, routes_devices, routes_health, routes_keys, routes_maintenance
+from semon.api import (
+    routes_alarms,
+    routes_dead_letters,
+    routes_devices,
+    routes_health,
+    routes_keys,
+    routes_maintenance,
+    routes_rescues,
+    routes_stream,
+    routes_webhooks,
+)
 from semon.api.auth import RateLimiter
 from semon.api.limits import BodyLimitMiddleware
 from semon.api.metrics import MetricsMiddleware
@@ -20,6 +30,7 @@ from semon.api.openapi import install_openapi
 from semon.api.problems import install_problem_handlers
 from semon.config import Settings
 from semon.logs import setup_logging
+from semon.notify.dispatcher import Dispatcher
 from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
@@ -43,6 +54,8 @@ TAGS = [
     {"name": "alarms", "description": "Alarms and their transitions."},
     {"name": "dead letters", "description": "Rejected inbound messages."},
     {"name": "operations", "description": "Health and metrics."},
+    {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator (docs/alerts.md)."},
+    {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs."},
 ]
 
 
@@ -70,6 +83,12 @@ def create_app(
             if app.state.telemetry is None:
                 app.state.telemetry = await run_in_threadpool(open_telemetry, cfg)
                 closers.append(app.state.telemetry.close)
+            if cfg.dispatcher_enabled:
+                # Alert delivery (webhooks, escalation, rescue records) runs beside the API;
+                # stopped before the stores close (closers run in reverse).
+                dispatcher = Dispatcher(cfg, app.state.db, name="api-dispatcher")
+                dispatcher.start()
+                closers.append(dispatcher.stop)
             yield
         finally:
             for close in reversed(closers):
@@ -98,8 +117,12 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     install_problem_handlers(app)
     install_openapi(app)
+    # /alarms/stream before /alarms/{alarm_id}, which would otherwise take "stream" for an id.
+    app.include_router(routes_stream.router)
     for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters, routes_keys):
         app.include_router(module.router)
+    app.include_router(routes_webhooks.router)
+    app.include_router(routes_rescues.router)
     app.include_router(routes_maintenance.router)
     app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)
     return app

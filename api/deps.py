@@ -27,4 +27,5 @@ MAX_PAGE = 1000
 Limit = Annotated[
     int, Query(ge=1, le=MAX_PAGE, description="page size (1–1000)", examples=[100])
 ]
-Offset = Annotated[int, Query(ge=0, description="rows to skip", examples=[0])]
+# Bounded so a huge value is a 422, not a database integer overflow.
+Offset = Annotated[int, Query(ge=0, le=10**9, description="rows to skip", examples=[0])]

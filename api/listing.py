@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from semon.api.problems import invalid_parameter
+
+
+def sort_pattern(keys: Iterable[str]) -> str:
+    """Regex of valid ``sort`` values, for the OpenAPI schema (clients and fuzzers see what is allowed)."""
+    key = "-?(?:" + "|".join(sorted(keys, key=len, reverse=True)) + ")"
+    return f"^{key}(?:,{key})*$"
 
 
 def parse_sort(

@@ -64,8 +64,9 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
-            for path_item in schema.get("paths", {}).values():
+            for path, path_item in schema.get("paths", {}).items():
                 for op in path_item.values():
+                    _add_standard_responses(path, op)
                     for code, resp in op.get("responses", {}).items():
                         content = resp.get("content", {})
                         # FastAPI files every extra response under the route's own media type.
@@ -75,3 +76,21 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_OPEN_PATHS = {"/health", "/metrics"}
+
+
+def _add_standard_responses(path: str, op: dict[str, Any]) -> None:
+    """Statuses any operation can answer, documented once here rather than on every route."""
+    extra: dict[str, str] = {}
+    if path not in _OPEN_PATHS:
+        extra["401"] = "No API key, or an unknown or revoked one"
+        extra["429"] = "Rate limit of this key exceeded; see Retry-After"
+    if "requestBody" in op:
+        extra["400"] = "Malformed request body (not JSON)"
+        extra["413"] = "Request body larger than SEMON_API_MAX_BODY_BYTES"
+    responses = op.setdefault("responses", {})
+    for code, text in extra.items():
+        responses.setdefault(code, {"description": text, "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}})

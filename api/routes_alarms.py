@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from semon.api.auth import AccessDep, OperatorDep
 from semon.api.deps import DbDep, Limit, Offset
-from semon.api.listing import page, parse_sort
+from semon.api.listing import page, parse_sort, sort_pattern
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, not_found
 from semon.api.schemas import (
@@ -66,6 +66,7 @@ def list_alarms(
     sort: Annotated[
         str,
         Query(description=f"comma-separated keys, '-' for descending: {', '.join(_SORTABLE)}",
+              pattern=sort_pattern(_SORTABLE),
               examples=["-start_ts", "severity,-start_ts"]),
     ] = "-start_ts",
     limit: Limit = 100,
@@ -100,7 +101,7 @@ def list_alarms(
     responses=problem_responses({404: "unknown alarm"}),
 )
 def get_alarm(
-    access: AccessDep, alarm_id: Annotated[int, Path(description="alarm id", examples=[42])]
+    access: AccessDep, alarm_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="alarm id", examples=[42])]
 ) -> AlarmDetailOut:
     """The alarm and every transition recorded for it, in the order they were recorded."""
     alarm = access.alarm(alarm_id)
@@ -123,7 +124,7 @@ def _act(db: DbDep, access: AccessDep, alarm_id: int, op: Callable[[AlarmStore],
 
 
 _ACTION_RESPONSES = problem_responses({404: "unknown alarm", 409: "not applicable in the alarm's current state"})
-AlarmId = Annotated[int, Path(description="alarm id", examples=[42])]
+AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alarm id", examples=[42])]
 
 
 @router.post("/{alarm_id}/ack", response_model=AlarmOut, summary="Acknowledge", responses=_ACTION_RESPONSES)

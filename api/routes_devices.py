@@ -10,7 +10,7 @@ from sqlalchemy import Select, inspect, or_, select
 
 from semon.api.auth import AccessDep
 from semon.api.deps import Limit, Offset, TelemetryDep
-from semon.api.listing import page, parse_sort
+from semon.api.listing import page, parse_sort, sort_pattern
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter, not_found
 from semon.api.schemas import DeviceOut, DevicePage, LatestOut, TelemetryOut
@@ -90,6 +90,7 @@ def list_devices(
     sort: Annotated[
         str,
         Query(description=f"comma-separated keys, '-' for descending: {', '.join(_SORTABLE)}",
+              pattern=sort_pattern(_SORTABLE),
               examples=["id", "-district,id"]),
     ] = "id",
     limit: Limit = 100,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
@@ -12,6 +11,7 @@ from semon.api.auth import RegulatorDep
 from semon.api.deps import DbDep
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, not_found
+from semon.api.schemas import UtcDatetime
 from semon.store.keys import KeyError_, create_key, list_keys, revoke_key
 from semon.store.models import ApiKey
 
@@ -40,8 +40,8 @@ class KeyOut(BaseModel):
     role: str
     firm_id: str | None
     use_unit_id: str | None
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
 
 class KeyCreated(KeyOut):
@@ -80,7 +80,7 @@ def list_(db: DbDep, _: RegulatorDep, include_revoked: bool = False) -> list[Key
     summary="Revoke a key",
     responses=problem_responses({403: "not the regulator", 404: "unknown key"}),
 )
-def revoke(db: DbDep, _: RegulatorDep, key_id: Annotated[int, Path(ge=1)]) -> KeyOut:
+def revoke(db: DbDep, _: RegulatorDep, key_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> KeyOut:
     """Revoke a key at once (idempotent)."""
     k: ApiKey | None = revoke_key(db, key_id)
     if k is None:

@@ -11,6 +11,7 @@ import os
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
+import pandas as pd
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -215,6 +216,11 @@ def _plan_out(p: MaintenancePlan, day: date) -> PlanOut:
     return out
 
 
+def _iso_day(ts: Any) -> str | None:
+    """A pandas timestamp as YYYY-MM-DD; NaT → None."""
+    return None if pd.isna(ts) else pd.Timestamp(ts).date().isoformat()
+
+
 def _today() -> date:
     return utc_day(now_ms())
 
@@ -328,9 +334,8 @@ def device_maintenance(
         recs = [RecordOut.model_validate(r).model_dump(mode="json") for r in records]
     reg = registry_frame(db, None, [device_id])
     ins = inspection_frame(reg, current_policy(), day).iloc[0]
-    inspection = {"due": None if ins["inspection_due"] is None or str(ins["inspection_due"]) == "NaT"
-                  else ins["inspection_due"].date().isoformat(),
-                  "status": ins["inspection_status"], "basis": ins["inspection_basis"]}  # fmt: skip
+    inspection = {"due": _iso_day(ins["inspection_due"]), "status": ins["inspection_status"],
+                  "basis": ins["inspection_basis"]}  # fmt: skip
     return {"device_id": device_id, "kind": kind, "plan": plan_out if at_ms is None else None,
             "decision": decision_out, "facts": facts_out, "inspection": inspection, "records": recs}  # fmt: skip
 
@@ -496,7 +501,6 @@ def list_inspections(
     total = len(df)
     df = df.iloc[offset:offset + limit]
     items = [{"device_id": r.device_id, "kind": r.kind, "firm_id": r.firm_id,
-              "due": None if r.inspection_due is None or str(r.inspection_due) == "NaT"
-              else r.inspection_due.date().isoformat(), "status": r.inspection_status, "basis": r.inspection_basis}
+              "due": _iso_day(r.inspection_due), "status": r.inspection_status, "basis": r.inspection_basis}
              for r in df.itertuples(index=False)]  # fmt: skip
     return {"items": items, "total": total, "limit": limit, "offset": offset}

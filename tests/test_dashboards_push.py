@@ -67,7 +67,8 @@ class FakeGrafana:
                 body = json.loads(self.rfile.read(n)) if n else None
                 fake.requests.append((self.command, self.path, body))
                 # Like Grafana, the login page's settings (grafana-client's health check) need no credentials.
-                if self.path != "/api/frontend/settings" and not fake.authorised(self.headers.get("Authorization", "")):
+                open_paths = ("/api/frontend/settings", "/api/health")
+                if self.path not in open_paths and not fake.authorised(self.headers.get("Authorization", "")):
                     return self._reply(401, {"message": "Unauthorized"})
                 status, out = fake.route(self.command, self.path, body)
                 self._reply(status, out)
@@ -96,6 +97,8 @@ class FakeGrafana:
         match method, parts:
             case "GET", ["api", "frontend", "settings"]:
                 return 200, {"buildInfo": {"version": "11.2.0", "edition": "Open Source"}}
+            case "GET", ["api", "health"]:
+                return 200, {"database": "ok", "version": "11.2.0", "commit": "abc"}
             case "GET", ["api", "folders", uid]:
                 return (200, self.folders[uid]) if uid in self.folders else (404, {"message": "folder not found"})
             case "POST", ["api", "folders"]:
