@@ -279,7 +279,7 @@ def rescue_kpis(
     )  # fmt: skip
 
 
-RescueId = Annotated[int, Path(description="rescue id", examples=[17])]
+RescueId = Annotated[int, Path(ge=1, le=2**63 - 1, description="rescue id", examples=[17])]
 
 
 @router.get("/{rescue_id}", response_model=RescueDetail, summary="One rescue", responses=problem_responses(

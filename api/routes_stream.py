@@ -117,7 +117,7 @@ async def alarm_stream(
     request: Request,
     principal: PrincipalDep,
     after: Annotated[
-        int | None, Query(ge=0, description="resume after this event id (when Last-Event-ID cannot be sent)")
+        int | None, Query(ge=0, le=2**63 - 1, description="resume after this event id (without Last-Event-ID)")
     ] = None,
     last_event_id: Annotated[str | None, Header(description="set by EventSource on reconnect")] = None,
 ) -> StreamingResponse:
@@ -125,7 +125,8 @@ async def alarm_stream(
     rescue steps…) as it is stored, oldest first. Without ``Last-Event-ID`` / ``after`` the stream
     starts with the next transition. The same document goes out on MQTT and to webhooks."""
     db: Database = request.app.state.db
-    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    # A header is free text: anything but a plausible id (digits, within BIGINT) is ignored.
+    resume = int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 19 else after
     hub = _hub(request)
     wake = await hub.subscribe()
 

@@ -230,7 +230,7 @@ def _target(request: Request, url: str) -> None:
 
 
 _W404 = problem_responses({404: "unknown webhook"})
-WebhookId = Annotated[int, Path(description="webhook id", examples=[3])]
+WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id", examples=[3])]
 
 
 # ------------------------------------------------------------------------------------- routes
@@ -302,7 +302,7 @@ def list_deliveries(
     access: AccessDep,
     webhook_id: WebhookId,
     status: Annotated[DeliveryStatus | None, Query(description="pending, delivered or dead")] = None,
-    event_id: Annotated[int | None, Query(ge=1, description="one transition's delivery")] = None,
+    event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="one transition's delivery")] = None,
     sort: Annotated[str, Query(description=f"keys, '-' for descending: {', '.join(_DELIVERY_SORT)}")] = "-id",
     limit: Limit = 100,
     offset: Offset = 0,
@@ -329,7 +329,7 @@ def _one_delivery(access: Access, webhook_id: int, delivery_id: int) -> WebhookD
     return d
 
 
-DeliveryId = Annotated[int, Path(description="delivery id", examples=[812])]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="delivery id", examples=[812])]
 _D404 = problem_responses({404: "unknown webhook or delivery"})
 
 

@@ -362,3 +362,89 @@ def dashboards_push(
     except PushError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from e
+
+
+@app.command()
+def deliver() -> None:
+    """Run the alert dispatcher alone: webhook outbox, escalations, rescue records (docs/alerts.md).
+
+    Any number may run beside the API's own dispatcher (SEMON_DISPATCHER_ENABLED); they never
+    send one delivery twice at the same time.
+    """
+    from semon.notify.dispatcher import Dispatcher
+    from semon.store.db import Database
+
+    s = get_settings()
+    setup_logging(s.log_level)
+    db = Database(s.db_url)
+    d = Dispatcher(s, db, name="semon-deliver")
+    d.start()
+    _wait_for_signal()
+    d.stop()
+    db.dispose()
+
+
+rescues_app = typer.Typer(help="Trapped-passenger rescues (docs/alerts.md).", no_args_is_help=True)
+app.add_typer(rescues_app, name="rescues")
+
+
+@rescues_app.command("kpis")
+def rescues_kpis(
+    by: Annotated[str, typer.Option(help="comma-separated: firm, district, period (empty = one row)")] = "",
+    period: Annotated[str, typer.Option(help="day | week | month (with --by period)")] = "day",
+    since: Annotated[str | None, typer.Option(help="alarms at or after (default 30 days ago)")] = None,
+    until: Annotated[str | None, typer.Option(help="alarms before (default now)")] = None,
+    firm: Annotated[str | None, typer.Option(help="only this firm's equipment (as the firm sees it)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the rows as JSON")] = None,
+) -> None:
+    """Rescue KPIs: mean / p90 times, 3-min response and 30-min arrival rates, entrapments per
+    10,000 elevators per day, causes — by firm, district and period."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from rich.table import Table
+
+    from semon.api.timeparse import TimeParseError, parse_time
+    from semon.rules.rescue.kpis import KpiQuery, rescue_kpis
+    from semon.store.access import SYSTEM, Access, Principal
+    from semon.store.db import Database
+
+    s = get_settings()
+    try:
+        until_dt = datetime.fromtimestamp(parse_time(until) / 1000, UTC) if until else datetime.now(UTC)
+        since_dt = datetime.fromtimestamp(parse_time(since) / 1000, UTC) if since else until_dt - timedelta(days=30)
+        q = KpiQuery(
+            since=since_dt, until=until_dt, group_by=[g.strip() for g in by.split(",") if g.strip()], period=period,
+            timezone=s.report_timezone, response_limit_s=s.rescue_response_limit_s,
+            arrival_limit_s=s.rescue_arrival_limit_s,
+        )  # fmt: skip
+    except (TimeParseError, ValueError) as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from e
+    principal = Principal("firm", firm, name="cli") if firm else SYSTEM
+    db = Database(s.db_url)
+    try:
+        with db.session() as sess:
+            rows = rescue_kpis(Access(sess, principal), q)
+    finally:
+        db.dispose()
+
+    def num(x: float | None, fmt: str = "{:.1f}") -> str:
+        return "—" if x is None else fmt.format(x)
+
+    keys = [k for k in ("firm_id", "district", "period") if rows and k in rows[0]]
+    t = Table(*keys, "entrapments", "elevators", "per 10k/day", "arrival mean/p90 min", "release mean/p90 min",
+              "3-min response", "30-min arrival", "causes")  # fmt: skip
+    for r in rows:
+        t.add_row(
+            *[str(r[k] or "—") for k in keys], str(r["entrapments"]), str(r["elevators"]),
+            num(r["entrapments_per_10k_elevators_per_day"], "{:.2f}"),
+            f"{num(r['arrival_min_mean'])} / {num(r['arrival_min_p90'])}",
+            f"{num(r['release_min_mean'])} / {num(r['release_min_p90'])}",
+            num(r["response_rate"], "{:.0%}"), num(r["arrival_rate"], "{:.0%}"),
+            ", ".join(f"{k} {v}" for k, v in r["causes"].items()),
+        )  # fmt: skip
+    Console().print(t)
+    if json_out:
+        json_out.write_text(json.dumps({"since": since_dt.isoformat(), "until": until_dt.isoformat(), "rows": rows},
+                                       indent=2))  # fmt: skip

@@ -4,13 +4,16 @@
   so two collectors racing to raise the same alarm end up with one row.
 * Severity rises and falls on the same alarm; acknowledge, clear, comment and assign are
   recorded with who and when. Every transition is an ``alarm_events`` row, published on
-  ``semon/v1/alarms/{firm}/{device}``; ``published_at`` marks what went out, so a collector
-  relays operator actions made through the API and anything a crash left unannounced.
+  ``semon/v1/alarms/{firm}/{device}``; ``published_at`` marks what the broker acknowledged
+  (publish first, mark after the PUBACK: at-least-once), so a collector relays operator actions
+  made through the API and anything a crash or a broker outage left unannounced. Each message
+  carries its ``alarm_events`` id as ``event_id``, so consumers drop the rare duplicate.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,10 +42,21 @@ class AlarmConflict(ValueError):
 
 
 def alarm_message(
-    a: Alarm, event: str, ts: int, actor: str = RULES_ACTOR, extra: dict[str, Any] | None = None
+    a: Alarm,
+    event: str,
+    ts: int,
+    actor: str = RULES_ACTOR,
+    extra: dict[str, Any] | None = None,
+    *,
+    event_id: int,
 ) -> dict[str, Any]:
-    """The JSON transition published on ``semon/v1/alarms/{firm}/{device}`` (schemas/alarm.json)."""
+    """The JSON transition published on ``semon/v1/alarms/{firm}/{device}`` (schemas/alarm.json).
+
+    ``event_id`` is the ``alarm_events`` row id: unique per transition and the same on every
+    channel (MQTT, webhooks, SSE) and every redelivery, so it is the consumers' dedupe key.
+    """
     msg = {
+        "event_id": event_id,
         "alarm_id": a.id,
         "event": event,
         "device_id": a.device_id,
@@ -62,6 +76,17 @@ def alarm_message(
         "message": a.message,
         "details": a.details if not extra else {**a.details, **extra},
     }
+    return msg
+
+
+def event_message(ev: AlarmEvent, a: Alarm) -> dict[str, Any]:
+    """The message of a stored transition, rebuilt from its row (relay, webhooks, SSE).
+
+    The severity is the one recorded with the transition (what it was right after it), not the
+    alarm's current one, so a transition delivered late still says what happened then.
+    """
+    msg = alarm_message(a, ev.event, ev.ts, ev.actor, extra=ev.details or None, event_id=ev.id)
+    msg["severity"] = ev.severity
     return msg
 
 
@@ -148,7 +173,7 @@ class AlarmStore:
                 ev = AlarmEvent(alarm_id=a.id, event="raised", ts=t.ts, at=now, severity=a.severity, details=t.details)
                 s.add(ev)
                 s.flush()
-                return Stored(ev.id, alarm_message(a, "raised", t.ts))
+                return Stored(ev.id, alarm_message(a, "raised", t.ts, event_id=ev.id))
         except IntegrityError:
             # Another collector (or the same type from a terminal code) raised it first.
             log.info("%s on %s already active (raised elsewhere)", t.rule.alarm_type, t.device.id)
@@ -177,7 +202,7 @@ class AlarmStore:
             )
             s.add(ev)
             s.flush()
-            return Stored(ev.id, alarm_message(a, "severity_changed", t.ts, extra={"from": before}))
+            return Stored(ev.id, alarm_message(a, "severity_changed", t.ts, extra={"from": before}, event_id=ev.id))
 
     def _clear(self, t: AlarmTransition) -> Stored | None:
         now = _now()
@@ -189,7 +214,7 @@ class AlarmStore:
             ev = AlarmEvent(alarm_id=a.id, event="cleared", ts=t.ts, at=now, severity=a.severity, details=t.details)
             s.add(ev)
             s.flush()
-            return Stored(ev.id, alarm_message(a, "cleared", t.ts))
+            return Stored(ev.id, alarm_message(a, "cleared", t.ts, event_id=ev.id))
 
     # -- operators (API) -----------------------------------------------------------------
     def _operate(self, alarm_id: int, actor: str, event: str, details: dict[str, Any], change: Any) -> Alarm:
@@ -240,45 +265,50 @@ class AlarmStore:
         return self._operate(alarm_id, actor, "assigned", {"assignee": assignee}, change)
 
     # -- publishing ----------------------------------------------------------------------
-    def mark_published(self, event_ids: list[int]) -> None:
-        """Record that these transitions went out."""
-        if event_ids:
+    def mark_published(self, event_ids: Iterable[int]) -> None:
+        """Record that the broker acknowledged these transitions (call only after the PUBACK)."""
+        ids = list(event_ids)
+        if ids:
             with self.db.session() as s:
-                s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(event_ids)).values(published_at=_now()))
+                s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(ids)).values(published_at=_now()))
 
-    def claim_unpublished(self, limit: int = 200) -> list[tuple[AlarmEvent, Alarm]]:
-        """Operator actions (and crash leftovers) not yet announced; claimed by this caller.
+    def relay(self, send: Callable[[list[tuple[AlarmEvent, Alarm]]], Iterable[int]], limit: int = 200) -> int:
+        """Publish-then-mark the transitions not yet announced: operator actions (escalations,
+        rescue steps…) at once, and rules transitions a crash or broker outage left unmarked
+        after :data:`RELAY_GRACE`.
 
-        Claiming is an UPDATE … WHERE published_at IS NULL, so of several collectors only one
-        relays each transition.
+        ``send`` publishes the rows it is given and returns the ids the broker acknowledged;
+        only those are marked, so a crash or a lost PUBACK means "sent again", never "lost".
+        On PostgreSQL the rows stay locked (``FOR UPDATE SKIP LOCKED``) while ``send`` runs, so
+        of several collectors only one relays each transition. SQLite has one writer and, in
+        practice, one collector; there a short read is followed by the mark (holding a read
+        transaction across the publish would make the mark fail whenever someone else wrote).
+        Returns how many were marked.
         """
         now = _now()
+        stmt = (
+            select(AlarmEvent, Alarm)
+            .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
+            .where(
+                AlarmEvent.published_at.is_(None),
+                (AlarmEvent.actor != RULES_ACTOR) | (AlarmEvent.at < now - RELAY_GRACE),
+            )
+            .order_by(AlarmEvent.id)
+            .limit(limit)
+        )
+        if self.db.engine.dialect.name == "postgresql":
+            with self.db.session() as s:
+                rows = [(e, a) for e, a in s.execute(stmt.with_for_update(of=AlarmEvent, skip_locked=True)).all()]
+                if not rows:
+                    return 0
+                done = list(send(rows))
+                if done:
+                    s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(done)).values(published_at=_now()))
+                return len(done)
         with self.db.session() as s:
-            ids = list(
-                s.scalars(
-                    select(AlarmEvent.id)
-                    .where(
-                        AlarmEvent.published_at.is_(None),
-                        (AlarmEvent.actor != RULES_ACTOR) | (AlarmEvent.at < now - RELAY_GRACE),
-                    )
-                    .order_by(AlarmEvent.id)
-                    .limit(limit)
-                )
-            )
-            if not ids:
-                return []
-            claimed = list(
-                s.scalars(
-                    update(AlarmEvent)
-                    .where(AlarmEvent.id.in_(ids), AlarmEvent.published_at.is_(None))
-                    .values(published_at=now)
-                    .returning(AlarmEvent.id)
-                )
-            )
-            rows = s.execute(
-                select(AlarmEvent, Alarm)
-                .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
-                .where(AlarmEvent.id.in_(claimed))
-                .order_by(AlarmEvent.id)
-            ).all()
-            return [(e, a) for e, a in rows]
+            rows = [(e, a) for e, a in s.execute(stmt).all()]
+        if not rows:
+            return 0
+        done = list(send(rows))
+        self.mark_published(done)
+        return len(done)

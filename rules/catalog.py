@@ -73,6 +73,7 @@ class RuleDef(BaseModel):
     clear: str | None = None
     trigger_for_s: float | str = 0
     clear_for_s: float = Field(0, ge=0)
+    backdate_s: str | None = None
     repeat: Repeat | None = None
     requires: list[str] = []
     params: dict[str, Param] = {}
@@ -162,6 +163,7 @@ class CompiledRule:
     trigger_for: CodeType | float
     repeat: Repeat | None
     reset: ast.expr | None
+    backdate: CodeType | None = None
 
     def message(self, device_id: str, details: dict[str, Any]) -> str:
         """The alarm's human explanation."""
@@ -318,6 +320,9 @@ class Catalog:
         else:
             trig = float(r.trigger_for_s)
         reset = expr.parse(r.repeat.reset, names, what=f"{where} repeat.reset") if r.repeat and r.repeat.reset else None
+        backdate = (
+            expr.compile_expr(expr.parse(r.backdate_s, names, what=f"{where} backdate_s")) if r.backdate_s else None
+        )
         spec = RuleSpec(
             id=r.id,
             kind=r.kind,
@@ -328,7 +333,7 @@ class Catalog:
             explain=r.explain,
         )
         return CompiledRule(
-            spec, r, dict(params), tuple(lv.severity for lv in r.levels), details, trig, r.repeat, reset
+            spec, r, dict(params), tuple(lv.severity for lv in r.levels), details, trig, r.repeat, reset, backdate
         )
 
 

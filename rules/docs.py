@@ -39,6 +39,8 @@ def catalog_markdown(catalog: Catalog | None = None, codes: CodeTable | None = N
             bits.append(
                 f"for ≥ `{r.trigger_for_s}` s" if isinstance(r.trigger_for_s, str) else f"for ≥ {r.trigger_for_s:g} s"
             )
+        if r.backdate_s:
+            bits.append(f"counted from `{r.backdate_s}` s before first seen")
         if r.clear_for_s:
             bits.append(f"clear after {r.clear_for_s:g} s")
         if r.requires:

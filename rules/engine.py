@@ -204,7 +204,7 @@ class RuleEngine:
         key = (ds.device.id, i)
         if st.phase is Phase.IDLE:
             if v >= 0:
-                st.phase, st.since, st.level = Phase.PENDING, ts, v
+                st.phase, st.since, st.level = Phase.PENDING, ts - self._backdate_ms(ds, c), v
                 return self._maybe_raise(ds, i, c, st, ts)
         elif st.phase is Phase.PENDING:
             if v >= 0:
@@ -228,6 +228,14 @@ class RuleEngine:
             if v >= 0:
                 return self._severity(ds, c, st, v, ts)
         return None
+
+    @staticmethod
+    def _backdate_ms(ds: DeviceState, c: CompiledRule) -> int:
+        """How long the condition already held when first seen (a frozen reading, say)."""
+        if c.backdate is None or ds.last_status is None:
+            return 0
+        env = {**ds.last_status.__dict__, **ds.rules.attrs, **ds.derived, **c.params}
+        return max(0, int(float(expr.evaluate(c.backdate, env)) * 1000))
 
     def _severity(self, ds: DeviceState, c: CompiledRule, st: RuleState, v: int, ts: int) -> AlarmTransition | None:
         if v < st.level:  # escalate at once

@@ -148,6 +148,18 @@ def test_stuck_pressure_sensor_while_temperature_moves():
     assert kinds(out) == [("raised", "sensor_stuck")] and out[0].ts == T0 + 30 * 60_000
 
 
+def test_stuck_sensor_raises_on_time_between_sparse_reports():
+    e = RuleEngine()
+    wall = 50_000_000
+    # reports every 7 min: none lands on the 30-min mark; the timer must raise it there
+    for i in range(5):
+        e.evaluate(
+            VES, VesselStatus(ts=T0 + i * 420_000, seq=i + 1, pressure=1.2, temperature=20 + i), wall + i * 420_000
+        )
+    out = e.tick(wall + 1_800_500)
+    assert kinds(out) == [("raised", "sensor_stuck")] and out[0].onset_ts == T0 and out[0].ts == T0 + 1_800_000
+
+
 def test_inspection_mode_never_raises_trapped():
     out = run(RuleEngine(), ELEV, [elev(T0 + i * 1000, i + 1, trapped=True, mode="inspection") for i in range(40)])
     assert "trapped_passenger" not in {t.rule.alarm_type for t in out}

@@ -26,6 +26,12 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),
     )
+    # The dispatcher's scan starts after the transitions that exist now: history stored before
+    # alert delivery was installed is not sent to anyone (nor turned into rescue records).
+    op.execute(
+        "INSERT INTO notify_state (name, value, updated_at) "
+        "SELECT 'alarm_events_scan', COALESCE(MAX(id), 0), CURRENT_TIMESTAMP FROM alarm_events"
+    )
     op.create_table(
         "webhooks",
         sa.Column("id", _ID, nullable=False),
