@@ -157,15 +157,19 @@ def score(
         if not hits:
             continue
         want = SEVERITY_RANK[Severity(t.severity)] if t.severity else None
-        times = sorted(
-            ts_ for a in hits for ts_, sev in reached.get(a.id, [(a.start_ts, a.severity)])
-            if want is None or SEVERITY_RANK[Severity(sev)] <= want
-        )  # fmt: skip
-        if not times:
+        reached_expected = want is None or any(
+            SEVERITY_RANK[Severity(sev)] <= want
+            for a in hits
+            for _, sev in reached.get(a.id, [(a.start_ts, a.severity)])
+        )
+        if not reached_expected:
             ts.wrong_severity += 1
             continue
+        # Detection time is the first alarm of the type; a ladder then climbs as the physics does
+        # (gas 25 → 50 % LEL), which the truth's single onset cannot time, so the expected
+        # severity only has to be reached during the fault. Negative: warned on a lower rung first.
         ts.detected += 1
-        latency = times[0] - t.onset_ts
+        latency = hits[0].start_ts - t.onset_ts
         ts.latencies_ms.append(latency)
         if latency > deadline + DEADLINE_SLACK_MS:
             ts.late += 1

@@ -100,6 +100,7 @@ _DOOR_OPEN_PHASES = frozenset(_DOOR)
 # Plans that take effect on a departure, and those of them that need an empty car.
 _DEPARTURE_PLANS = frozenset({"door_open_run", "overspeed", "overtravel", "stuck", "creep"})
 _EMPTY_PLANS = frozenset({"overtravel", "stuck", "creep"})
+_IDLE_PLANS = _EMPTY_PLANS | {"halt", "door_stuck_open", "cycle"}  # need the car idle and empty first
 
 
 class Elevator:
@@ -190,6 +191,16 @@ class Elevator:
     def labels(self) -> list[int]:
         """Floor labels of the landings, bottom first."""
         return self._labels
+
+    @property
+    def quiet(self) -> bool:
+        """Idle at a landing, doors closed, empty: nothing a rule could hold against a silent terminal."""
+        return self._phase is Phase.IDLE
+
+    @property
+    def trapped(self) -> bool:
+        """A trap fault holds the car (stopped, doors shut, passenger inside)."""
+        return self._phase is Phase.TRAPPED
 
     @property
     def creeping(self) -> bool:
@@ -386,6 +397,10 @@ class Elevator:
     def _move(self, now_ms: int) -> None:
         # Sub-steps of at most MOVE_TICK_MS keep the kinematics right however late the wake-up.
         while self._t < now_ms and self._phase in _MOVING:
+            if self._phase is Phase.TRAVEL and self._trip is None and self.speed == self._vcap:
+                self._cruise(now_ms)
+                if self._t >= now_ms:
+                    break
             dt = min(MOVE_TICK_MS, now_ms - self._t)
             self._t += dt
             dts = dt / 1000.0
@@ -421,6 +436,35 @@ class Elevator:
             if self._trip is not None:
                 self._trip_step()
 
+    def _cruise(self, now_ms: int) -> None:
+        """Jump the whole ticks of uniform motion at cruise speed, stopping at the next half-floor.
+
+        Same result as ticking: at cruise speed a tick changes only the position (by
+        ``v × tick``) as long as braking need not begin (remaining ≥ v² / 2a) — and the
+        reported floor only when a half-floor is crossed, which ends the jump.
+        """
+        v = self.speed
+        step = v * MOVE_TICK_MS / 1000.0
+        remaining = abs(self._target_pos - self._pos)
+        uniform = int((remaining - v * v / (2.0 * self._accel)) / step)  # ticks 0..uniform keep v
+        x = self._pos / FLOOR_HEIGHT_M
+        up = self._target_pos > self._pos
+        if up:
+            d = (math.floor(x + 0.5) + 0.5) * FLOOR_HEIGHT_M - self._pos
+        else:
+            d = self._pos - (math.floor(x + 0.5) - 0.5) * FLOOR_HEIGHT_M
+        cross = max(1, math.ceil(d / step))  # the tick on which the half-floor is crossed
+        n = min((now_ms - self._t) // MOVE_TICK_MS, uniform + 1, cross)
+        if n < 2:
+            return
+        self._t += n * MOVE_TICK_MS
+        self.run_hours += n * MOVE_TICK_MS / 3_600_000.0
+        self._pos += n * step if up else -n * step
+        label = self._label(self._index())
+        if label != self.floor:
+            self.floor = label
+            self.dirty = True
+
     def _creep_step(self, dts: float) -> None:
         v = self._pargs["speed"]
         lo, hi = CREEP_MARGIN_M, (len(self._labels) - 1) * FLOOR_HEIGHT_M - CREEP_MARGIN_M
@@ -451,12 +495,7 @@ class Elevator:
             self._enter(Phase.HALTED)
             return
         self.door_zone = True
-        if (
-            self._plan == "trap"
-            and not self._plan_active
-            and self._pargs["where"] == "landing"
-            and self.occupied
-        ):
+        if self._plan == "trap" and not self._plan_active and self._pargs["where"] == "landing" and self.occupied:
             self._plan_active = True
             self._enter(Phase.TRAPPED)  # levelled, but the doors never open
             return
@@ -504,6 +543,7 @@ class Elevator:
             x = self._pos / FLOOR_HEIGHT_M
             between = abs(x - math.floor(x + 0.5)) >= 0.3
             if between and (self._trip_from is None or abs(self._pos - self._trip_from) >= 1.5):
+                self._plan_active = True
                 self._stop_here(Phase.TRAPPED if trip == "trap_between" else Phase.HALTED)
 
     # ------------------------------------------------------------------------------- faults
@@ -511,6 +551,12 @@ class Elevator:
         if self._plan is not None:
             self.recover()  # one fault behaviour at a time (specs on one device never overlap)
         self._plan, self._pargs, self._plan_active, self._off_events = plan, args, False, off_events
+        if plan in _IDLE_PLANS and not self.occupied and self._boarding:
+            # The fault needs the car idle and empty: the waiting passenger is not picked up
+            # (an empty run about to leave stays put), so the wait is one loaded trip at most.
+            self._boarding = False
+            if self._phase is Phase.START:
+                self._go_idle()
 
     def _start_plan_from_idle(self) -> bool:
         """The car is (about to be) idle: levelled, doors closed, empty. Start the plan if it can."""
@@ -550,7 +596,7 @@ class Elevator:
         empty = not self.occupied
         if p == "trap":
             if a["where"] == "between" and self.occupied:
-                self._trip, self._trip_from, self._plan_active = "trap_between", self._pos, True
+                self._trip, self._trip_from = "trap_between", self._pos
         elif p in ("door_open_run", "overspeed"):
             self._dest = self._far_terminal()
             self._target_pos = self._dest * FLOOR_HEIGHT_M
@@ -587,13 +633,14 @@ class Elevator:
         if p in _MOVING:
             if where == "landing":
                 return  # traps on arrival
-            if not self.occupied:
-                self._board_one()
             if where == "any":
+                if not self.occupied:
+                    self._board_one()
                 self._plan_active = True
                 self._stop_here(Phase.TRAPPED)
-            else:
-                self._trip, self._trip_from, self._plan_active = "trap_between", None, True
+            elif self.occupied:
+                # Traps once between two landings; if the car arrives first, the next trip does.
+                self._trip, self._trip_from = "trap_between", None
         elif where == "between":
             if p is Phase.IDLE:
                 self._start_plan_from_idle()
@@ -637,7 +684,9 @@ class Elevator:
         self._arm("creep", {"speed": speed})
         self._start_if_idle()
 
-    def halt(self, codes: tuple[int, ...], on_events: tuple[EventTuple, ...], off_events: tuple[EventTuple, ...]) -> None:
+    def halt(
+        self, codes: tuple[int, ...], on_events: tuple[EventTuple, ...], off_events: tuple[EventTuple, ...]
+    ) -> None:
         """Fault: when idle and empty at a landing, the car stays put, reporting ``codes`` (and events)."""
         self._arm("halt", {"codes": codes, "on_events": on_events}, off_events)
         self._start_if_idle()

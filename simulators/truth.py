@@ -1,10 +1,15 @@
 """Ground truth of injected faults, taken from the published data, and its JSON-lines writer.
 
-For scoring detection, what counts is when the faulty condition is *visible* in the status
-stream, so a :class:`FaultTracker` watches every status its device publishes: ``onset_ts`` is
-the ts of the first published status of the episode that shows the condition (it can lie a
-little before the scheduled onset if the device was already in that state, e.g. a car about to
-depart), ``end_ts`` the ts of the first published status that no longer shows it.
+For scoring detection, what counts is when the faulty condition is *visible* in the message
+stream, so a :class:`FaultTracker` watches every message its device publishes: ``onset_ts`` is
+the ts of the first published status (or event) of the episode that shows the condition (it
+can lie a little before the scheduled onset if the device was already in that state, e.g. a
+car about to depart), ``end_ts`` the ts of the first published message that no longer shows it
+(some types refine this, see their docstrings: door cycling, terminal offline).
+
+Each record also carries the expected ``severity`` and ``implied``: other alarm types that
+may legitimately fire during this fault (e.g. a passenger trapped between floors for ≥ 45 s
+also satisfies "stopped outside the door zone"), so a scorer need not count them as false.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import orjson
 
 from semon.simulators.faults import Fault
 
+# A secondary condition counts as implied once it held this close to its rule's duration:
+# a rule timer running a little early may legitimately fire on it.
+SECONDARY_SLACK_MS = 2_000
+
 
 @dataclass(frozen=True, slots=True)
 class TruthRecord:
@@ -31,6 +40,8 @@ class TruthRecord:
     onset_ts: int | None  # None: the condition never became visible
     end_ts: int | None  # None: still holding when the simulation stopped
     details: dict[str, Any] = field(default_factory=dict)
+    severity: str = ""  # expected severity of the alarm
+    implied: tuple[str, ...] = ()  # other alarm types that may legitimately fire
 
     def as_dict(self) -> dict[str, Any]:
         """The record as written to the ground-truth file."""
@@ -39,53 +50,105 @@ class TruthRecord:
             "kind": self.kind,
             "fault": self.fault,
             "alarm_type": self.alarm_type,
+            "severity": self.severity,
             "onset_ts": self.onset_ts,
             "end_ts": self.end_ts,
+            "implied": list(self.implied),
             "details": self.details,
         }
 
 
 class FaultTracker:
-    """Follows one fault's condition through the statuses its device publishes."""
+    """Follows one fault's condition through the messages its device publishes."""
 
-    __slots__ = ("_since", "done", "end_ts", "fault", "holding", "onset_ts", "started")
+    __slots__ = (
+        "_found", "_sec_since", "_since", "done", "end_ts", "fault", "holding", "onset_ts", "started", "stopped",
+    )  # fmt: skip
 
     def __init__(self, fault: Fault) -> None:
         self.fault = fault
         self.started = False  # the fault has been applied to the model
+        self.stopped = False  # the fault window is over
         self.done = False  # the record is complete
-        self.holding = False  # the last published status showed the condition
+        self.holding = False  # the last published message showed the condition
         self.onset_ts: int | None = None
         self.end_ts: int | None = None
         self._since: int | None = None  # start of the current run of statuses showing it
+        self._sec_since: list[int | None] = [None] * len(fault.secondary)
+        self._found: list[str] = []  # secondary alarm types seen long enough
 
-    def observe(self, ts: int, status: Mapping[str, Any]) -> TruthRecord | None:
-        """Account for one published status; returns the record when the episode ends."""
-        if self.done:
-            return None
-        self.holding = self.fault.holds(status)
-        if not self.holding:
-            self._since = None
-        elif self._since is None:
-            self._since = ts
-        if not self.started:
-            return None
-        if self.onset_ts is None:
-            if self.holding:
-                self.onset_ts = self._since
-            return None
-        if not self.holding:
-            self.end_ts = ts
+    def begin(self, now: int, last_msg_ts: int | None) -> None:
+        """The fault starts at device time ``now``; ``last_msg_ts`` is the device's last message so far."""
+        self.started = True
+        if self.fault.silent:
+            # Offline: the silence began after the last message (or now, with a last will).
+            self.onset_ts = now if self.fault.lwt or last_msg_ts is None else last_msg_ts
+            self.holding = True
+
+    def end(self, now: int) -> TruthRecord | None:
+        """The fault window ends; returns the record if the condition never became visible."""
+        self.stopped = True
+        if not self.done and self.onset_ts is None:
             self.done = True
             return self.record()
         return None
 
+    def observe(self, ts: int, channel: str, payload: Mapping[str, Any]) -> TruthRecord | None:
+        """Account for one published message; returns the record when the episode ends."""
+        if self.done:
+            return None
+        f = self.fault
+        if f.silent:
+            if self.stopped:  # the first message after the silence
+                self.end_ts = ts
+                self.done = True
+                return self.record()
+            return None
+        h = f.holds(payload) if channel == "status" else f.on_event(payload) if channel == "event" else None
+        if self.started and channel == "status" and f.secondary:
+            self._secondary(ts, payload)
+        end: int | None = None
+        if h is not None:
+            self.holding = h
+            if not h:
+                self._since = None
+            elif self._since is None:
+                self._since = ts
+            if self.started:
+                if self.onset_ts is None:
+                    if h:
+                        self.onset_ts = self._since
+                elif not h:
+                    end = f.end_ts(ts)
+        f.seen(channel, payload)
+        if end is not None:
+            self.end_ts = end
+            self.done = True
+            return self.record()
+        return None
+
+    def _secondary(self, ts: int, status: Mapping[str, Any]) -> None:
+        # The condition held from the first status showing it until the first one that does not
+        # (a rule timer sees the time pass between messages too).
+        for k, sec in enumerate(self.fault.secondary):
+            since = self._sec_since[k]
+            long_enough = since is not None and ts - since >= sec.min_ms - SECONDARY_SLACK_MS
+            if long_enough and sec.alarm_type not in self._found:
+                self._found.append(sec.alarm_type)
+            if sec.holds(status):
+                if since is None:
+                    self._sec_since[k] = ts
+            else:
+                self._sec_since[k] = None
+
     def record(self) -> TruthRecord:
         """The ground-truth record as it stands (``end_ts`` None while still holding)."""
         f = self.fault
+        implied = tuple(dict.fromkeys((*f.implied, *self._found)))
         return TruthRecord(
-            f.device.device_id, f.kind, f.name, f.alarm_type, self.onset_ts, self.end_ts, dict(f.details)
-        )
+            f.device.device_id, f.kind, f.name, f.alarm_type, self.onset_ts, self.end_ts, dict(f.details),
+            f.expected_severity, implied,
+        )  # fmt: skip
 
 
 class TruthWriter:

@@ -201,6 +201,11 @@ class Vessel:
         return v
 
     @property
+    def quiet(self) -> bool:
+        """A vessel can always go silent (its last report stays a normal one)."""
+        return True
+
+    @property
     def wake_ms(self) -> int:
         """Next device time at which the vessel wants to be sampled."""
         if not self._ovr:
