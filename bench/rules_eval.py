@@ -115,21 +115,26 @@ def main() -> None:
     evaluate = engine.evaluate
     transitions = 0
     t_start = time.perf_counter()
+    c_start = time.process_time()  # CPU time: a per-core rate even when other work shares the machine
     for dev, st in msgs:
-        transitions += len(evaluate(dev, st, 0))
+        transitions += len(evaluate(dev, st, st.ts))  # arrival = device time: a live stream
     elapsed = time.perf_counter() - t_start
-    rate = len(msgs) / elapsed
+    cpu = time.process_time() - c_start
+    rate = len(msgs) / cpu
     out = {
         "bench": "rules_eval",
         "messages": len(msgs),
         "devices": n_dev,
         "elevator_rules": n_rules,
-        "seconds": round(elapsed, 3),
-        "messages_per_s": round(rate),
+        "wall_seconds": round(elapsed, 3),
+        "cpu_seconds": round(cpu, 3),
+        "messages_per_cpu_s": round(rate),
+        "messages_per_wall_s": round(len(msgs) / elapsed),
+        "load_avg_1m": os.getloadavg()[0],
         "transitions": transitions,
         "cpu": os.cpu_count(),
     }
-    console.print(f"[bold]{rate:,.0f}[/] status messages/s through {n_rules} elevator rules on one core")
+    console.print(f"[bold]{rate:,.0f}[/] status messages per CPU-second through {n_rules} elevator rules (one core)")
     print(json.dumps(out))
 
 

@@ -174,17 +174,21 @@ class RuleEngine:
         if ds.quiet and verdicts == r.all_clear:
             return out  # the common case, kept to one C-level tuple comparison
         resets = r.reset(s, r.attrs, ds.derived) if r.reset is not None else None
+        states, idle = ds.states, Phase.IDLE
+        busy = False
         for i, v in enumerate(verdicts):
-            st = ds.states[i]
-            c = r.rules[i]
+            st = states[i]
             if st.edges is not None:
-                v = self._repeat(c, st, v >= 0, bool(resets and resets[i]), ts)
-            elif v == -1 and st.phase is Phase.IDLE:
+                if v < 0 and st.phase is idle and not st.prev and not st.edges:
+                    continue  # no edge now, none remembered: nothing to count
+                v = self._repeat(r.rules[i], st, v >= 0, bool(resets and resets[i]), ts)
+            elif v == -1 and st.phase is idle:
                 continue  # the common case: nothing to do
-            t = self._step(ds, i, c, st, v, ts)
+            t = self._step(ds, i, r.rules[i], st, v, ts)
             if t is not None:
                 out.append(t)
-        ds.quiet = all(st.phase is Phase.IDLE and not st.prev and not st.edges for st in ds.states)
+            busy = busy or st.phase is not idle or st.prev or bool(st.edges)
+        ds.quiet = not busy
         return out
 
     @staticmethod
