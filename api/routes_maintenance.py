@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from semon.api.auth import AccessDep, OperatorDep, PrincipalDep, RegulatorDep
 from semon.api.deps import DbDep, Limit, Offset, TelemetryDep
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
@@ -37,6 +38,7 @@ from semon.rules.maintenance.inspection import inspection_frame
 from semon.rules.maintenance.policy import Policy, PolicyError, load_policy
 from semon.rules.maintenance.records import RecordError, record_visit
 from semon.rules.maintenance.service import firm_rates, now_ms, registry_frame, run_planning, summarise_modes, utc_day
+from semon.store.access import visible_device_ids
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
 
@@ -243,7 +245,7 @@ _PLAN_SORT = {"device_id": MaintenancePlan.device_id, "score": MaintenancePlan.s
 @router.get("/maintenance/plans", response_model=PlanPage, summary="Maintenance plans in force",
             responses=problem_responses())
 def list_plans(
-    db: DbDep,
+    access: AccessDep,
     firm_id: Annotated[str | None, Query(description="maintenance firm")] = None,
     mode: Annotated[str | None, Query(examples=["on_demand_90"])] = None,
     overdue: Annotated[bool | None, Query(description="only elevators with (true) / without (false) overdue items")]
@@ -255,7 +257,7 @@ def list_plans(
 ) -> PlanPage:
     """One row per planned elevator: mode, interval, score, reasons, next due dates."""
     day = _today()
-    stmt = select(MaintenancePlan)
+    stmt = access.scoped(select(MaintenancePlan), MaintenancePlan.device_id)
     for col, val in ((MaintenancePlan.firm_id, firm_id), (MaintenancePlan.mode, mode),
                      (MaintenancePlan.reverted, reverted)):  # fmt: skip
         if val is not None:
@@ -265,14 +267,15 @@ def list_plans(
             MaintenancePlan.half_year_due < day) | (MaintenancePlan.yearly_due < day)
         stmt = stmt.where(late if overdue else ~late)
     order = parse_sort(sort, _PLAN_SORT, MaintenancePlan.device_id.asc())
-    with db.session() as s:
-        total, rows = page(s, stmt, order, limit, offset)
-        items = [_plan_out(r[0], day) for r in rows]
+    total, rows = page(access.s, stmt, order, limit, offset)
+    items = [_plan_out(r[0], day) for r in rows]
     return PlanPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/maintenance/plans/run", summary="Run planning now", responses=problem_responses())
-async def run_plans(db: DbDep, telemetry: TelemetryDep, body: Annotated[RunIn | None, Body()] = None) -> dict[str, Any]:
+async def run_plans(
+    db: DbDep, _: RegulatorDep, telemetry: TelemetryDep, body: Annotated[RunIn | None, Body()] = None
+) -> dict[str, Any]:
     """Plan (default: every elevator) from current facts and live data; store decisions, sync alarms."""
     body = body or RunIn()
     policy = current_policy()
@@ -294,7 +297,7 @@ async def run_plans(db: DbDep, telemetry: TelemetryDep, body: Annotated[RunIn | 
 
 
 @router.get("/maintenance/policy", summary="The maintenance policy in force", responses=problem_responses())
-def get_policy() -> dict[str, Any]:
+def get_policy(_: PrincipalDep) -> dict[str, Any]:
     """Version, file hash and content of the policy every new decision uses."""
     p = current_policy()
     return {"version": p.version, "sha256": p.sha256, "source": p.source,
@@ -306,6 +309,7 @@ def get_policy() -> dict[str, Any]:
             responses=problem_responses({404: "unknown device"}))
 def device_maintenance(
     db: DbDep,
+    access: AccessDep,
     device_id: DeviceId,
     at: Annotated[str | None, Query(description="the decision in force at this time (ISO-8601 or epoch ms); "
                                                "default: now", examples=["2026-05-15"])] = None,
@@ -314,6 +318,7 @@ def device_maintenance(
     periodic inspection status and the last records. With ``at``, the decision in force then."""
     at_ms = _time("at", at)
     day = _today()
+    access.device(device_id)  # another tenant's device does not exist for this caller
     with db.session() as s:
         dev = s.get(Device, device_id)
         if dev is None:
@@ -343,9 +348,10 @@ def device_maintenance(
 @router.get("/devices/{device_id}/maintenance/decisions", response_model=list[DecisionOut],
             summary="Decision history of a device", responses=problem_responses({404: "unknown device"}))
 def device_decisions(
-    db: DbDep, device_id: DeviceId, limit: Limit = 100, offset: Offset = 0
+    db: DbDep, access: AccessDep, device_id: DeviceId, limit: Limit = 100, offset: Offset = 0
 ) -> list[DecisionOut]:
     """Every stored decision, newest first: the audit trail of the device's interval."""
+    access.device(device_id)
     with db.session() as s:
         if s.get(Device, device_id) is None:
             raise not_found("device", device_id)
@@ -357,7 +363,7 @@ def device_decisions(
 
 @router.patch("/devices/{device_id}/maintenance/facts", response_model=FactsOut, summary="Set device facts",
               responses=problem_responses({404: "unknown device"}))
-def set_device_facts(db: DbDep, device_id: DeviceId, body: FactsIn) -> FactsOut:
+def set_device_facts(db: DbDep, _: RegulatorDep, device_id: DeviceId, body: FactsIn) -> FactsOut:
     """Commission date, inspection valid-until / last inspection, liability insurance, safety grade."""
     values = body.model_dump(exclude_unset=True)
     try:
@@ -369,7 +375,7 @@ def set_device_facts(db: DbDep, device_id: DeviceId, body: FactsIn) -> FactsOut:
 
 @router.patch("/maintenance/firms/{firm_id}", summary="Set firm facts",
               responses=problem_responses({404: "unknown firm"}))
-def set_firm_facts(db: DbDep, firm_id: str, body: FirmFactsIn) -> dict[str, Any]:
+def set_firm_facts(db: DbDep, _: RegulatorDep, firm_id: str, body: FirmFactsIn) -> dict[str, Any]:
     """Technical level, credit grade and credit score of a maintenance firm."""
     values = {f"firm_{k}": v for k, v in body.model_dump(exclude_unset=True).items()}
     try:
@@ -384,7 +390,7 @@ def set_firm_facts(db: DbDep, firm_id: str, body: FirmFactsIn) -> dict[str, Any]
 
 @router.patch("/maintenance/use-units/{use_unit_id}", summary="Set use-unit facts",
               responses=problem_responses({404: "unknown use unit"}))
-def set_use_unit_facts(db: DbDep, use_unit_id: str, body: UseUnitFactsIn) -> dict[str, Any]:
+def set_use_unit_facts(db: DbDep, _: RegulatorDep, use_unit_id: str, body: UseUnitFactsIn) -> dict[str, Any]:
     """Management level of a use unit."""
     values = {f"use_unit_{k}": v for k, v in body.model_dump(exclude_unset=True).items()}
     try:
@@ -400,7 +406,7 @@ def set_use_unit_facts(db: DbDep, use_unit_id: str, body: UseUnitFactsIn) -> dic
                  "text/csv": {"schema": {"type": "string"}},
                  "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":
                      {"schema": {"type": "string", "format": "binary"}}}}})  # fmt: skip
-async def import_facts_file(request: Request, db: DbDep) -> dict[str, int]:
+async def import_facts_file(request: Request, db: DbDep, _: RegulatorDep) -> dict[str, int]:
     """The request body is the file: ``text/csv`` or an ``.xlsx`` workbook (columns in docs/maintenance.md)."""
     body = await request.body()
     ctype = request.headers.get("content-type", "")
@@ -418,8 +424,9 @@ _REC_SORT = {"performed_at": MaintenanceRecord.performed_at, "device_id": Mainte
 
 @router.post("/maintenance/records", response_model=RecordOut, status_code=201, summary="Record a maintenance visit",
              responses=problem_responses({404: "unknown device"}))
-def create_record(db: DbDep, body: RecordIn) -> RecordOut:
+def create_record(db: DbDep, access: AccessDep, _: OperatorDep, body: RecordIn) -> RecordOut:
     """Store a visit; the elevator's due dates recompute and the overdue alarms it settles clear."""
+    access.device(body.device_id)  # a firm records visits on the equipment it maintains only
     try:
         rec, _ = record_visit(db, current_policy(), device_id=body.device_id, item_classes=body.item_classes,
                               performed_at=body.performed_at or datetime.now(UTC), technician=body.technician,
@@ -434,7 +441,7 @@ def create_record(db: DbDep, body: RecordIn) -> RecordOut:
 @router.get("/maintenance/records", response_model=RecordPage, summary="Maintenance records",
             responses=problem_responses())
 def list_records(
-    db: DbDep,
+    access: AccessDep,
     device_id: str | None = None,
     firm_id: str | None = None,
     since: Annotated[str | None, Query(description="performed at or after (ISO-8601 / epoch ms)")] = None,
@@ -444,7 +451,7 @@ def list_records(
     offset: Offset = 0,
 ) -> RecordPage:
     """Visits matching every filter, newest first."""
-    stmt = select(MaintenanceRecord)
+    stmt = access.scoped(select(MaintenanceRecord), MaintenanceRecord.device_id)
     if device_id is not None:
         stmt = stmt.where(MaintenanceRecord.device_id == device_id)
     if firm_id is not None:
@@ -455,28 +462,30 @@ def list_records(
             t = datetime.fromtimestamp(ms / 1000, UTC)
             stmt = stmt.where(MaintenanceRecord.performed_at >= t if op == "ge" else MaintenanceRecord.performed_at < t)
     order = parse_sort(sort, _REC_SORT, MaintenanceRecord.id.desc())
-    with db.session() as s:
-        total, rows = page(s, stmt, order, limit, offset)
-        return RecordPage(items=[RecordOut.model_validate(r[0]) for r in rows], total=total, limit=limit,
-                          offset=offset)  # fmt: skip
+    total, rows = page(access.s, stmt, order, limit, offset)
+    return RecordPage(items=[RecordOut.model_validate(r[0]) for r in rows], total=total, limit=limit,
+                      offset=offset)  # fmt: skip
 
 
 @router.get("/maintenance/records/{record_id}", response_model=RecordOut, summary="One maintenance record",
             responses=problem_responses({404: "unknown record"}))
-def get_record(db: DbDep, record_id: int) -> RecordOut:
+def get_record(access: AccessDep, record_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> RecordOut:
     """A stored visit."""
-    with db.session() as s:
-        r = s.get(MaintenanceRecord, record_id)
-        if r is None:
-            raise not_found("maintenance record", record_id)
-        return RecordOut.model_validate(r)
+    stmt = access.scoped(select(MaintenanceRecord), MaintenanceRecord.device_id)
+    r = access.s.scalar(stmt.where(MaintenanceRecord.id == record_id))
+    if r is None:
+        raise not_found("maintenance record", record_id)
+    return RecordOut.model_validate(r)
 
 
 # ----------------------------------------------------------------------- firms, inspections
 @router.get("/maintenance/firms", summary="Per-firm on-time and paperless rates", responses=problem_responses())
-def list_firm_rates(db: DbDep) -> list[dict[str, Any]]:
+def list_firm_rates(db: DbDep, who: PrincipalDep) -> list[dict[str, Any]]:
     """Elevators maintained, visits in the last year, on-time and paperless rates, Guangzhou pilot flags."""
     df = firm_rates(db, _today())
+    if not who.is_regulator:
+        # A firm sees its own rates; an owner sees none (they rate firms, not owners).
+        df = df[df.index == who.firm_id] if who.role == "firm" else df.iloc[0:0]
     df = df.astype(object).where(df.notna(), None)
     return [{"firm_id": fid, **row} for fid, row in df.to_dict("index").items()]
 
@@ -484,6 +493,7 @@ def list_firm_rates(db: DbDep) -> list[dict[str, Any]]:
 @router.get("/maintenance/inspections", summary="Periodic inspection due dates", responses=problem_responses())
 def list_inspections(
     db: DbDep,
+    access: AccessDep,
     status: Annotated[str | None, Query(description="ok | due_soon | overdue | unknown")] = None,
     kind: Annotated[str | None, Query(description="elevator | vessel")] = None,
     firm_id: str | None = None,
@@ -492,6 +502,8 @@ def list_inspections(
 ) -> dict[str, Any]:
     """Every device's inspection due date and status (elevators yearly; vessels by safety grade)."""
     reg = registry_frame(db, kind)
+    if not access.p.is_regulator:
+        reg = reg[reg["device_id"].isin(set(access.s.scalars(visible_device_ids(access.p))))]
     if firm_id is not None:
         reg = reg[reg["firm_id"] == firm_id]
     ins = inspection_frame(reg, current_policy(), _today())

@@ -17,7 +17,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +32,7 @@ from semon.config import Settings
 from semon.contract.topics import SUBSCRIPTIONS, alarm_topic
 from semon.ingest.decode import Decoder, Rejected, to_points
 from semon.ingest.spool import Spool, SpoolFull
-from semon.rules.alarms import AlarmStore, alarm_message
+from semon.rules.alarms import AlarmStore, event_message
 from semon.rules.base import AlarmTransition
 from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # Dead letters keep the raw payload up to this size (the size itself is always recorded):
 # a flood of oversized junk must not fill the database.
 DEAD_LETTER_KEEP_BYTES = 256 * 1024
+# Event ids already announced (their board point written, hooks run): a re-publish after a lost
+# PUBACK must not repeat those side effects. Bounded: only recent ones can be re-published.
+ANNOUNCED_KEEP = 100_000
 
 
 @dataclass(slots=True)
@@ -104,6 +107,7 @@ class Collector:
         # Called with each stored alarm transition message (e.g. maintenance reversion);
         # run on the pipeline thread, so they must be quick.
         self.transition_hooks: list[Callable[[dict[str, Any]], None]] = []
+        self._announced: OrderedDict[int, None] = OrderedDict()
         self._threads: list[threading.Thread] = []
         self._last_write_ok: float | None = None
         self._spool_retry_at = 0.0
@@ -248,8 +252,8 @@ class Collector:
         )
 
     def _publish(self, transitions: list[AlarmTransition]) -> None:
-        """Store each transition, announce it, and note it for the boards."""
-        published: list[int] = []
+        """Store each transition, announce it, and mark it published once the broker has it."""
+        sent: list[tuple[int, mqtt.MQTTMessageInfo]] = []
         for t in transitions:
             stored = self.alarms.apply(t)
             if stored is None:
@@ -267,14 +271,43 @@ class Collector:
                     "device_ts": t.ts,
                 },
             )
-            self._announce(stored.event_id, stored.message)
-            published.append(stored.event_id)
-        self.alarms.mark_published(published)
+            sent.append((stored.event_id, self._announce(stored.event_id, stored.message)))
+        if sent:
+            # Unacknowledged ones stay unmarked: the relay sends them again after RELAY_GRACE.
+            self.alarms.mark_published(self._acknowledged(sent))
 
-    def _announce(self, event_id: int, msg: dict[str, Any]) -> None:
-        """Publish on the alarm topic, write the board annotation point, run the hooks."""
+    def _acknowledged(self, sent: list[tuple[int, mqtt.MQTTMessageInfo]]) -> list[int]:
+        """Ids of the publishes the broker acknowledged, waiting at most ``alarm_puback_timeout_s``.
+
+        Without a connection nothing can be acknowledged, so there is no wait at all (paho keeps
+        the messages queued and may still deliver them: consumers dedupe by ``event_id``).
+        """
+        timeout = self.settings.alarm_puback_timeout_s if self.connected.is_set() else 0.0
+        deadline = time.monotonic() + timeout
+        done: list[int] = []
+        for event_id, info in sent:
+            try:
+                left = deadline - time.monotonic()
+                if not info.is_published() and left > 0:
+                    info.wait_for_publish(left)
+                if info.is_published():
+                    done.append(event_id)
+            except (RuntimeError, ValueError) as e:  # not queued / connection lost: relayed later
+                log.debug("alarm transition %d not acknowledged: %s", event_id, e)
+        if len(done) < len(sent):
+            self.stats["alarm_puback_missing"] += len(sent) - len(done)
+        return done
+
+    def _announce(self, event_id: int, msg: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        """Publish on the alarm topic (QoS 1); the first time, also write the board annotation
+        point and run the hooks. Returns the publish handle to wait for the PUBACK on."""
+        info = self.client.publish(alarm_topic(msg["firm_id"], msg["device_id"]), orjson.dumps(msg), qos=1)
+        if event_id in self._announced:
+            return info  # a re-publish after a lost PUBACK: the side effects already happened
+        self._announced[event_id] = None
+        if len(self._announced) > ANNOUNCED_KEEP:
+            self._announced.popitem(last=False)
         dev = self.decoder.registry.get(msg["device_id"])
-        self.client.publish(alarm_topic(msg["firm_id"], msg["device_id"]), orjson.dumps(msg), qos=1)
         tags = {
             "kind": msg["kind"],
             "device_id": msg["device_id"],
@@ -297,21 +330,29 @@ class Collector:
                 hook(msg)
             except Exception:  # a broken hook must not stop ingest; it is logged loudly
                 log.exception("alarm transition hook %r failed", hook)
+        if msg["event"] == "cleared" and msg["actor"] != "rules":
+            # A manual clear: if the condition still holds, the engine raises a new alarm.
+            self.engine.manual_clear(msg["device_id"], msg["type"])
+        return info
 
     def _relay(self) -> None:
-        """Announce operator actions made through the API (and transitions a crash left unsent)."""
+        """Announce operator actions made through the API (acknowledgements, escalations, rescue
+        steps…) and transitions a crash or outage left unacknowledged: publish, then mark after
+        the PUBACK."""
+        if not self.connected.is_set():
+            return  # nothing could be acknowledged; the rows stay unmarked for the next round
+
+        def send(rows: list[tuple[Any, Any]]) -> list[int]:
+            sent = []
+            for ev, a in rows:
+                sent.append((ev.id, self._announce(ev.id, event_message(ev, a))))
+                self.stats[f"relayed_{ev.event}"] += 1
+            return self._acknowledged(sent)
+
         try:
-            claimed = self.alarms.claim_unpublished()
+            self.alarms.relay(send)
         except Exception:  # the database may be briefly away; the next round retries
             log.exception("alarm relay failed")
-            return
-        for ev, a in claimed:
-            msg = alarm_message(a, ev.event, ev.ts, ev.actor, extra=ev.details or None)
-            self._announce(ev.id, msg)
-            self.stats[f"relayed_{ev.event}"] += 1
-            if ev.event == "cleared" and ev.actor != "rules":
-                # A manual clear: if the condition still holds, the engine raises a new alarm.
-                self.engine.manual_clear(a.device_id, a.type)
 
     def _maybe_refresh_registry(self, now: float, min_age: float | None = None) -> bool:
         age = now - self._registry_loaded

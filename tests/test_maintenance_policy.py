@@ -95,8 +95,8 @@ def test_all_cases_in_one_vectorised_call_match_the_row_by_row_results():
 
 def test_failed_gates_and_fired_triggers_are_named_and_all_reasons_listed():
     p = _plan({"firm_credit_grade": "C", "online_ratio": 0.5, "major_faults": 5, "offline_hours": 48})
-    assert p["failed_gates"] == ["credit_grade", "online"]
-    assert p["fired_triggers"] == ["major_faults", "offline"]
+    assert p["failed_gates"] == ("credit_grade", "online")
+    assert p["fired_triggers"] == ("major_faults", "offline")
     assert len(p["reasons"]) == 5  # two gates, two triggers, the verdict
 
 
@@ -219,3 +219,19 @@ def test_inspection_due_dates(kind, facts, status, due):
     r = inspection_frame(df, POLICY, AS_OF).iloc[0]
     assert r["inspection_status"] == status, r.to_dict()
     assert (None if pd.isna(r["inspection_due"]) else r["inspection_due"].date().isoformat()) == due
+
+
+def test_an_unusable_policy_never_stops_the_collector(monkeypatch, tmp_path: Path):
+    from semon.rules.maintenance import install_reversion
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("schema = 1\nversion = 'x'\n")
+    monkeypatch.setenv("SEMON_MAINTENANCE_POLICY", str(bad))
+
+    class FakeCollector:
+        def __init__(self) -> None:
+            self.transition_hooks: list = []
+
+    fake = FakeCollector()
+    assert install_reversion(fake) is None
+    assert fake.transition_hooks == []

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from semon.api.app import create_app
 from semon.config import Settings
+from semon.rules.maintenance import load_policy, record_visit
 from semon.store.db import Database
 from semon.store.keys import create_key
 from semon.store.models import Alarm, AlarmEvent, ApiKey, DeadLetter
@@ -35,6 +36,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/alarms/{alarm_id}/clear"): {"reason": "test"},
     ("POST", "/alarms/{alarm_id}/comments"): {"text": "hello"},
     ("POST", "/alarms/{alarm_id}/assign"): {"assignee": "wang"},
+    ("PATCH", "/devices/{device_id}/maintenance/facts"): {"liability_insurance": True},
+    ("PATCH", "/maintenance/firms/{firm_id}"): {"tech_level": 3},
+    ("PATCH", "/maintenance/use-units/{use_unit_id}"): {"mgmt_level": 2},
     ("PATCH", "/webhooks/{webhook_id}"): {"description": "renamed"},
     ("POST", "/webhooks/{webhook_id}/redeliver"): {"status": "dead"},
     ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {},
@@ -42,7 +46,16 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/rescues/{rescue_id}/arrive"): {},
     ("POST", "/rescues/{rescue_id}/release"): {"cause": "unknown"},
 }
-REGULATOR_ONLY = {("POST", "/keys"), ("GET", "/keys"), ("DELETE", "/keys/{key_id}")}
+REGULATOR_ONLY = {
+    ("POST", "/keys"),
+    ("GET", "/keys"),
+    ("DELETE", "/keys/{key_id}"),
+    ("POST", "/maintenance/plans/run"),
+    ("PATCH", "/devices/{device_id}/maintenance/facts"),
+    ("PATCH", "/maintenance/firms/{firm_id}"),
+    ("PATCH", "/maintenance/use-units/{use_unit_id}"),
+    ("POST", "/maintenance/facts/import"),
+}
 
 
 def _registry(db: Database, path: Path) -> None:
@@ -68,6 +81,10 @@ def _seed(db: Database, tel: SqliteTelemetryStore) -> dict[str, Any]:
                              payload=b"{}", payload_size=2, device_id=dev))  # fmt: skip
     for dev in (A_DEVICE, B_DEVICE):
         ids.update({f"{k}_{dev}": v for k, v in seed_notify(db, dev).items()})
+    for dev in (A_DEVICE, B_DEVICE):
+        rec, _ = record_visit(db, load_policy(), device_id=dev, item_classes=["half_month"], performed_at=now,
+                              technician="T-1", paperless=True, notes="")  # fmt: skip
+        ids[f"record_{dev}"] = rec.id
     for dev in (A_DEVICE, B_DEVICE):
         tel.write([Point("elevator_status", {"device_id": dev}, {"floor": 3, "seq": i}, point_time_ns(T0 + i, i), dev)
                    for i in range(1, 4)])  # fmt: skip
@@ -100,7 +117,9 @@ def _hdr(token: str) -> dict[str, str]:
 
 
 def _fill(path: str, ids: dict[str, Any], dev: str) -> str:
-    values = {"device_id": dev, "alarm_id": ids[f"alarm_{dev}"], "key_id": ids["key_b"],
+    firm, unit = ("FA", "UA") if dev == A_DEVICE else ("FB", "UB")
+    values = {"device_id": dev, "alarm_id": ids[f"alarm_{dev}"], "key_id": ids["key_b"], "firm_id": firm,
+              "use_unit_id": unit, "record_id": ids[f"record_{dev}"],
               **{k: ids[f"{k}_{dev}"] for k in ("webhook_id", "delivery_id", "rescue_id")}}
 
     def sub(m: re.Match[str]) -> str:

@@ -1,4 +1,4 @@
-""""3+2" on-demand elevator maintenance (按需维保): policy, monitoring inputs, planner, reversion,
+""" "3+2" on-demand elevator maintenance (按需维保): policy, monitoring inputs, planner, reversion,
 records, inspection due dates and compliance alarms. See docs/maintenance.md.
 
 Public entry points:

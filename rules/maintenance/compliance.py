@@ -125,9 +125,7 @@ def _day_ms(ts: pd.Timestamp) -> int:
     return int(ts.value // 1_000_000)
 
 
-def wanted_alarms(
-    plan: pd.DataFrame | None, inspections: pd.DataFrame | None, policy: Policy
-) -> Iterable[Wanted]:
+def wanted_alarms(plan: pd.DataFrame | None, inspections: pd.DataFrame | None, policy: Policy) -> Iterable[Wanted]:
     """Compliance alarms that should be active, from a plan frame and an inspection frame.
 
     ``plan`` rows (elevators): ``device_id``, ``firm_id``, ``overdue_<class>``, ``<class>_due``.
@@ -141,19 +139,34 @@ def wanted_alarms(
             for dev, firm, due in rows.itertuples(index=False):
                 due_s = due.strftime("%Y-%m-%d")
                 info = device_info(dev, "elevator", firm)
-                yield Wanted(spec, info, _day_ms(due) + DAY_MS, spec.explain.format(device=dev, due=due_s),
-                             {"item_class": cls, "due": due_s})
+                yield Wanted(
+                    spec,
+                    info,
+                    _day_ms(due) + DAY_MS,
+                    spec.explain.format(device=dev, due=due_s),
+                    {"item_class": cls, "due": due_s},
+                )
     if inspections is not None and len(inspections):
         for status in ("overdue", "due_soon"):
-            rows = inspections.loc[inspections["inspection_status"] == status,
-                                   ["device_id", "kind", "firm_id", "inspection_due", "inspection_basis"]]
+            rows = inspections.loc[
+                inspections["inspection_status"] == status,
+                ["device_id", "kind", "firm_id", "inspection_due", "inspection_basis"],
+            ]
             for dev, kind, firm, due, basis in rows.itertuples(index=False):
                 spec = inspection_spec(kind, status, policy)
                 due_s = due.strftime("%Y-%m-%d")
-                onset = _day_ms(due) + DAY_MS if status == "overdue" else \
-                    _day_ms(due) - policy.inspection.due_soon_days * DAY_MS
-                yield Wanted(spec, device_info(dev, kind, firm), onset, spec.explain.format(device=dev, due=due_s),
-                             {"due": due_s, "basis": basis})
+                onset = (
+                    _day_ms(due) + DAY_MS
+                    if status == "overdue"
+                    else _day_ms(due) - policy.inspection.due_soon_days * DAY_MS
+                )
+                yield Wanted(
+                    spec,
+                    device_info(dev, kind, firm),
+                    onset,
+                    spec.explain.format(device=dev, due=due_s),
+                    {"due": due_s, "basis": basis},
+                )
 
 
 COMPLIANCE_TYPES = (
@@ -179,10 +192,9 @@ def sync_alarms(
     want = {(w.device.id, w.spec.alarm_type): w for w in wanted}
     with db.session() as s:
         active = s.execute(
-            select(Alarm.device_id, Alarm.type, Alarm.kind, Alarm.firm_id, Alarm.rule_id, Alarm.onset_ts,
-                   Alarm.severity).where(
-                Alarm.active, Alarm.type.in_(types)
-            )
+            select(
+                Alarm.device_id, Alarm.type, Alarm.kind, Alarm.firm_id, Alarm.rule_id, Alarm.onset_ts, Alarm.severity
+            ).where(Alarm.active, Alarm.type.in_(types))
         ).all()
     have = {(a.device_id, a.type): a for a in active}
     out: list[dict[str, Any]] = []
@@ -196,8 +208,15 @@ def sync_alarms(
         if key in want or (scope is not None and a.device_id not in scope):
             continue
         spec = RuleSpec(id=a.rule_id, kind=a.kind, alarm_type=a.type, severity=Severity(a.severity))
-        t = transition("cleared", spec, device_info(a.device_id, a.kind, a.firm_id), a.onset_ts,
-                       max(now_ms, a.onset_ts), "", {"resolved": True})
+        t = transition(
+            "cleared",
+            spec,
+            device_info(a.device_id, a.kind, a.firm_id),
+            a.onset_ts,
+            max(now_ms, a.onset_ts),
+            "",
+            {"resolved": True},
+        )
         msg = publish(store, t, notify)
         if msg is not None:
             out.append(msg)

@@ -184,8 +184,9 @@ def read_table(source: Path | str | bytes, filename: str = "") -> pd.DataFrame:
             return pd.read_excel(data, dtype=object)
         return pd.read_csv(data, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise FactsError(f"{name or 'upload'}: cannot read as {'Excel' if name.endswith(EXCEL_SUFFIXES) else 'CSV'}: "
-                         f"{e}") from e
+        raise FactsError(
+            f"{name or 'upload'}: cannot read as {'Excel' if name.endswith(EXCEL_SUFFIXES) else 'CSV'}: {e}"
+        ) from e
 
 
 def import_facts(db: Database, source: Path | str | bytes, filename: str = "") -> dict[str, int]:

@@ -17,9 +17,9 @@ entrapment is equipment-caused unless its ``details.cause`` names an external ca
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -66,7 +66,7 @@ def alarm_inputs(db: Database, policy: Policy, now_ms: int, device_ids: Sequence
     if device_ids is not None and len(device_ids) <= FILTER_LIMIT:
         stmt = stmt.where(Alarm.device_id.in_(list(device_ids)))
     with db.session() as s:
-        rows = s.execute(stmt).all()
+        rows = [tuple(r) for r in s.execute(stmt)]
     cols = ["device_id", "type", "rule_id", "severity", "active", "onset_ts", "start_ts", "details"]
     a = pd.DataFrame(rows, columns=cols)
     out = pd.DataFrame(columns=list(ALARM_COLUMNS), dtype=float)
@@ -178,20 +178,24 @@ def _frame(cols: dict[str, pd.Series], device_ids: Sequence[str] | None) -> pd.D
     return df
 
 
-class _Source:
+class _Source(ABC):
     """One telemetry back-end's way to compute the aggregates (each returns a Series by device)."""
 
+    @abstractmethod
     def buckets_with_data(self, start: int, end: int, bucket_ms: int) -> pd.Series:
-        raise NotImplementedError
+        """Buckets of ``bucket_ms`` in ``[start, end)`` holding at least one status message."""
 
+    @abstractmethod
     def last_seen(self, start: int, end: int) -> pd.Series:
-        raise NotImplementedError
+        """Time (ms) of the newest status message."""
 
+    @abstractmethod
     def door_times(self, start: int, end: int) -> tuple[pd.Series, pd.Series, pd.Series]:
-        raise NotImplementedError
+        """Mean door opening and closing times (ms) and completed cycles."""
 
+    @abstractmethod
     def trips(self, start: int, end: int) -> pd.Series:
-        raise NotImplementedError
+        """Trips made (growth of the cumulative ``run_count``)."""
 
 
 def door_cycle_times(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -222,15 +226,13 @@ class _InfluxSource(_Source):
         self.store = store
         # Small sets: a regex per chunk; a whole fleet: no filter (one pass, filtered afterwards).
         if device_ids is not None and len(device_ids) <= FILTER_LIMIT:
-            ids = list(device_ids)
+            ids = list(device_ids)  # no ids: no filter, no query
             self.filters = [
                 ' AND "device_id" =~ /^('
                 + "|".join(re.escape(i).replace("/", r"\/") for i in ids[k : k + INFLUX_CHUNK])
                 + ")$/"
                 for k in range(0, len(ids), INFLUX_CHUNK)
-            ] or [" AND false"]
-            if not ids:
-                self.filters = []
+            ]
         else:
             self.filters = [""]
 
@@ -382,55 +384,54 @@ def monitoring_inputs(
     return m.join(health_frame(m, policy))
 
 
-def _num(v: Any, nd: int = 3) -> float | None:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else round(f, nd)
-
-
 def evidence_records(m: pd.DataFrame, policy: Policy, now_ms: int) -> Iterable[dict[str, Any]]:
-    """Per row of :func:`monitoring_inputs`, the inputs and the evidence behind them (JSON-able)."""
-    h, g, r = policy.health, policy.gates, policy.reversion
-    cols = {c: m[c].to_numpy() for c in m.columns}
-    for i in range(len(m)):
+    """Per row of :func:`monitoring_inputs`, the measured inputs and the evidence behind them.
 
-        def v(c: str, nd: int = 3, _i: int = i) -> float | None:
-            return _num(cols[c][_i], nd) if c in cols else None
+    Only what was measured for the elevator: windows, thresholds and weights are the policy's,
+    which every decision names by version and file hash (repeating them per row would double the
+    audit trail's size for a city).
+    """
+    n = len(m)
+    lists: dict[tuple[str, int], list[Any]] = {}
+
+    def col(c: str, nd: int) -> list[Any]:
+        # Column-wise rounding, NaN → None: this runs for a whole city's elevators.
+        key = (c, nd)
+        if key not in lists:
+            if c in m.columns:
+                a = pd.to_numeric(m[c], errors="coerce").to_numpy(dtype=float)
+                nan = np.isnan(a)
+                out = (np.where(nan, 0, a).astype(np.int64) if nd == 0 else np.round(a, nd)).astype(object)
+                out[nan] = None
+                lists[key] = out.tolist()
+            else:
+                lists[key] = [None] * n
+        return lists[key]
+
+    for i in range(n):
+
+        def v(c: str, nd: int = 3, _i: int = i) -> Any:
+            return col(c, nd)[_i]
 
         yield {
             "as_of_ms": now_ms,
-            "online": {
-                "ratio": v("online_ratio", 4), "buckets_with_data": v("online_buckets", 0),
-                "buckets": v("online_buckets_total", 0), "bucket_minutes": h.online_bucket_minutes,
-                "window_days": g.online_window_days, "last_seen_ms": v("last_seen_ms", 0),
-                "offline_hours": v("offline_hours", 2),
-            },
-            "entrapments": {"count": v("entrapments", 0), "window_days": g.entrapment_window_days,
-                            "alarm_types": r.entrapment_alarm_types, "excluded_causes": r.external_causes},
-            "major_faults": {"count": v("major_faults", 0), "window_days": r.major_fault_window_days,
-                             "severities": r.major_fault_severities},
-            "blocking_alarms": {"count": v("blocking_alarms", 0), "severities": g.blocking_alarm_severities},
+            "online": {"ratio": v("online_ratio", 4), "buckets_with_data": v("online_buckets", 0),
+                       "buckets": v("online_buckets_total", 0), "last_seen_ms": v("last_seen_ms", 0),
+                       "offline_hours": v("offline_hours", 2)},
+            "entrapments": v("entrapments", 0),
+            "major_faults": v("major_faults", 0),
+            "blocking_alarms": v("blocking_alarms", 0),
             "health": {
                 "index": v("health_index", 1),
-                "fault_rate": {"score": v("h_fault_rate"), "fault_alarms": v("fault_alarms", 0),
-                               "window_days": h.window_days, "zero_at": h.faults_for_zero},
-                "online": {"score": v("h_online"), "floor": h.online_floor},
+                "fault_rate": {"score": v("h_fault_rate"), "fault_alarms": v("fault_alarms", 0)},
+                "online": {"score": v("h_online")},
                 "door_drift": {
                     "score": v("h_door_drift"), "drift": v("door_drift"),
-                    "open_ms": {"recent": v("door_open_recent_ms", 0), "baseline": v("door_open_baseline_ms", 0)},
-                    "close_ms": {"recent": v("door_close_recent_ms", 0), "baseline": v("door_close_baseline_ms", 0)},
-                    "cycles": {"recent": v("door_cycles_recent", 0), "baseline": v("door_cycles_baseline", 0)},
-                    "recent_days": h.door_recent_days, "baseline_days": h.door_baseline_days,
+                    "open_ms": [v("door_open_recent_ms", 0), v("door_open_baseline_ms", 0)],
+                    "close_ms": [v("door_close_recent_ms", 0), v("door_close_baseline_ms", 0)],
+                    "cycles": [v("door_cycles_recent", 0), v("door_cycles_baseline", 0)],
                 },
-                "run_anomaly": {
-                    "score": v("h_run_anomaly"), "deviation": v("run_deviation"),
-                    "trips_per_day": {"recent": v("trips_recent_per_day", 1),
-                                      "baseline": v("trips_baseline_per_day", 1)},
-                },
-                "weights": dict(h.weights),
+                "run_anomaly": {"score": v("h_run_anomaly"), "deviation": v("run_deviation"),
+                                "trips_per_day": [v("trips_recent_per_day", 1), v("trips_baseline_per_day", 1)]},
             },
         }  # fmt: skip

@@ -36,6 +36,7 @@ Input columns (missing ones are treated as unknown; see ``INPUT_DEFAULTS``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -71,10 +72,6 @@ INPUT_DEFAULTS: dict[str, Any] = {
 SCORE_COMPONENTS = ("age", "firm_tech_level", "use_unit_mgmt_level", "firm_credit", "health")
 # A ratio equal to its threshold passes: compare with a hair of tolerance for float noise.
 _EPS = 1e-9
-
-
-def _pct(s: pd.Series) -> pd.Series:
-    return (s * 100).round(1).astype(str)
 
 
 def _fmt(x: float) -> str:
@@ -135,59 +132,77 @@ def score_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     return out
 
 
-def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tuple[pd.Series, pd.Series]]:
-    """name → (passed, reason when failed) for every gate the policy switches on."""
+Texts = np.ndarray  # object array: the reason for rows whose gate failed / trigger fired, else None
+
+
+def _texts(mask: pd.Series | np.ndarray, make: Callable[[np.ndarray], list[str]]) -> Texts:
+    """Reason strings built only for the rows in ``mask`` (most rows pass most gates)."""
+    m = np.asarray(mask, dtype=bool)
+    out = np.full(len(m), None, dtype=object)
+    idx = np.flatnonzero(m)
+    if idx.size:
+        out[idx] = make(idx)
+    return out
+
+
+def _vals(s: pd.Series, idx: np.ndarray) -> list[Any]:
+    return s.to_numpy(dtype=object)[idx].tolist()
+
+
+def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tuple[pd.Series, Texts]]:
+    """name → (passed, reason where failed) for every gate the policy switches on."""
     g = policy.gates
-    gates: dict[str, tuple[pd.Series, pd.Series]] = {}
-    empty = pd.Series("", index=df.index, dtype=object)
+    gates: dict[str, tuple[pd.Series, Texts]] = {}
 
     rank_map = {grade: i for i, grade in enumerate(g.credit_grades)}
-    rank = df["firm_credit_grade"].map(rank_map)
+    grade = df["firm_credit_grade"]
+    rank = grade.map(rank_map)
     ok = rank.notna() & (rank <= rank_map[g.min_credit_grade])
-    why = np.where(
-        rank.isna(),
-        "firm credit grade unknown (needs " + g.min_credit_grade + " or better)",
-        "firm credit grade " + df["firm_credit_grade"].astype(str) + " is below " + g.min_credit_grade,
-    )
-    gates["credit_grade"] = (ok, pd.Series(why, index=df.index))
+    gates["credit_grade"] = (ok, _texts(~ok, lambda i: [
+        f"firm credit grade {v} is below {g.min_credit_grade}" if isinstance(v, str) and v in rank_map
+        else f"firm credit grade unknown (needs {g.min_credit_grade} or better)" for v in _vals(grade, i)
+    ]))  # fmt: skip
 
     ratio = df["online_ratio"]
     ok = ratio.notna() & (ratio >= g.min_online_ratio - _EPS)
-    why = np.where(
-        ratio.isna(),
-        f"no IoT online data for the last {g.online_window_days} days",
-        "IoT terminal online " + _pct(ratio) + f" % of the last {g.online_window_days} days "
-        f"(needs ≥ {g.min_online_ratio * 100:g} %)",
-    )
-    gates["online"] = (ok, pd.Series(why, index=df.index))
+    days, need = g.online_window_days, f"{g.min_online_ratio * 100:g}"
+    gates["online"] = (ok, _texts(~ok, lambda i: [
+        f"no IoT online data for the last {days} days" if v != v
+        else f"IoT terminal online {v * 100:.1f} % of the last {days} days (needs ≥ {need} %)"
+        for v in ratio.to_numpy(dtype=float)[i].tolist()
+    ]))  # fmt: skip
 
     if g.require_valid_inspection:
         due = df["inspection_due"]
         ok = due.notna() & (due >= day)
-        why = np.where(
-            due.isna(),
-            "no valid periodic inspection on record",
-            "periodic inspection expired on " + due.dt.strftime("%Y-%m-%d").fillna(""),
-        )
-        gates["inspection"] = (ok, pd.Series(why, index=df.index))
+        gates["inspection"] = (ok, _texts(~ok, lambda i: [
+            "no valid periodic inspection on record" if v is None else f"periodic inspection expired on {v}"
+            for v in np.where(np.isnat(due.to_numpy()[i]), None,
+                              np.datetime_as_string(due.to_numpy()[i], unit="D")).tolist()
+        ]))  # fmt: skip
 
     n = df["entrapments"]
     ok = n <= g.max_equipment_entrapments
-    why = n.astype(str) + f" equipment-caused entrapment(s) in the last {g.entrapment_window_days} days"
-    if g.max_equipment_entrapments:
-        why = why + f" (at most {g.max_equipment_entrapments} allowed)"
-    gates["entrapment"] = (ok, why)
+    allowed = f" (at most {g.max_equipment_entrapments} allowed)" if g.max_equipment_entrapments else ""
+    gates["entrapment"] = (ok, _texts(~ok, lambda i: [
+        f"{v} equipment-caused entrapment(s) in the last {g.entrapment_window_days} days{allowed}"
+        for v in n.to_numpy()[i].tolist()
+    ]))  # fmt: skip
 
     if g.blocking_alarm_severities:
-        n = df["blocking_alarms"]
-        gates["open_alarm"] = (n == 0, n.astype(str) + f" open {'/'.join(g.blocking_alarm_severities)} alarm(s)")
+        n_open = df["blocking_alarms"]
+        sev = "/".join(g.blocking_alarm_severities)
+        ok = n_open == 0
+        gates["open_alarm"] = (ok, _texts(~ok, lambda i: [
+            f"{v} open {sev} alarm(s)" for v in n_open.to_numpy()[i].tolist()
+        ]))  # fmt: skip
 
     if g.require_liability_insurance:
         ok = df["liability_insurance"] == 1.0
-        gates["insurance"] = (ok, empty.mask(~ok, "no elevator safety liability insurance on record"))
+        gates["insurance"] = (ok, _texts(~ok, lambda i: ["no elevator safety liability insurance on record"] * len(i)))
     if g.require_use_unit:
         ok = df["use_unit_id"].notna() & (df["use_unit_id"].astype(str) != "")
-        gates["use_unit"] = (ok, empty.mask(~ok, "no use unit on record"))
+        gates["use_unit"] = (ok, _texts(~ok, lambda i: ["no use unit on record"] * len(i)))
     for name, col, threshold, label in (
         ("firm_paperless", "firm_paperless_rate", g.firm_min_paperless_rate, "paperless-record rate"),
         ("firm_on_time", "firm_on_time_rate", g.firm_min_on_time_rate, "on-time maintenance rate"),
@@ -195,20 +210,22 @@ def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tup
         if threshold > 0:
             v = df[col]
             ok = v.notna() & (v >= threshold - _EPS)
-            why = "firm " + label + " " + _pct(v.fillna(0.0)) + f" % (needs ≥ {threshold * 100:g} %)"
-            gates[name] = (ok, why)
+            gates[name] = (ok, _texts(~ok, lambda i, v=v, label=label, threshold=threshold: [
+                f"firm {label} {x * 100:.1f} % (needs ≥ {threshold * 100:g} %)"
+                for x in v.fillna(0.0).to_numpy(dtype=float)[i].tolist()
+            ]))  # fmt: skip
     if g.firm_min_elevators > 0:
         v = df["firm_elevators"].fillna(0)
         ok = v >= g.firm_min_elevators
-        gates["firm_size"] = (
-            ok,
-            "firm maintains " + v.astype(int).astype(str) + f" elevators (needs ≥ {g.firm_min_elevators})",
-        )
+        gates["firm_size"] = (ok, _texts(~ok, lambda i: [
+            f"firm maintains {int(x)} elevators (needs ≥ {g.firm_min_elevators})"
+            for x in v.to_numpy(dtype=float)[i].tolist()
+        ]))  # fmt: skip
     return gates
 
 
-def _triggers(df: pd.DataFrame, policy: Policy) -> dict[str, tuple[pd.Series, pd.Series]]:
-    """name → (fired, reason) for the reversion triggers a plan run can see in its inputs.
+def _triggers(df: pd.DataFrame, policy: Policy) -> dict[str, tuple[pd.Series, Texts]]:
+    """name → (fired, reason where fired) for the reversion triggers a plan run can see in its inputs.
 
     An entrapment is caught by the entrapment gate over its (longer) window; the collector hook
     reverts at the moment one is raised.
@@ -216,22 +233,40 @@ def _triggers(df: pd.DataFrame, policy: Policy) -> dict[str, tuple[pd.Series, pd
     r = policy.reversion
     faults = df["major_faults"]
     fired_faults = faults >= r.major_faults
-    why_faults = (
-        faults.astype(str) + f" major faults in the last {r.major_fault_window_days} days "
-        f"(reversion at ≥ {r.major_faults})"
-    )
     off = df["offline_hours"].fillna(0.0)
     fired_off = off > r.offline_hours
-    why_off = "terminal offline for " + off.round(1).astype(str) + f" h (reversion after {_fmt(r.offline_hours)} h)"
-    return {"major_faults": (fired_faults, why_faults), "offline": (fired_off, why_off)}
+    return {
+        "major_faults": (fired_faults, _texts(fired_faults, lambda i: [
+            f"reversion: {v} major faults in the last {r.major_fault_window_days} days "
+            f"(reversion at ≥ {r.major_faults})" for v in faults.to_numpy()[i].tolist()
+        ])),
+        "offline": (fired_off, _texts(fired_off, lambda i: [
+            f"reversion: terminal offline for {v:.1f} h (reversion after {_fmt(r.offline_hours)} h)"
+            for v in off.to_numpy(dtype=float)[i].tolist()
+        ])),
+    }  # fmt: skip
 
 
-def _join_reasons(parts: list[pd.Series], masks: list[pd.Series]) -> list[list[str]]:
-    """Per row, the reasons whose mask is set, in the given order."""
-    cols = [np.where(m.to_numpy(), p.to_numpy(dtype=object), None) for p, m in zip(parts, masks, strict=True)]
-    if not cols:
-        return [[] for _ in range(len(parts[0]) if parts else 0)]
-    return [[x for x in row if x is not None] for row in zip(*cols, strict=True)]
+def _join_reasons(parts: list[Texts], n: int) -> list[tuple[Any, ...]]:
+    """Per row, the non-None entries of ``parts`` in order, as a tuple.
+
+    Rows are grouped by which parts they have (few distinct combinations), so the tuples are
+    assembled with C-level zips per group instead of a Python test per row and part. Tuples,
+    not lists: 300,000 fresh lists keep the garbage collector busy for seconds.
+    """
+    out: list[tuple[Any, ...]] = [()] * n
+    if not parts:
+        return out
+    present = np.stack([~pd.isna(p) for p in parts], axis=1)  # C-level None test
+    code = present.astype(np.int64) @ (1 << np.arange(len(parts), dtype=np.int64))
+    for c in np.unique(code):
+        if c == 0:
+            continue
+        rows = np.flatnonzero(code == c)
+        cols = [parts[j][rows] for j in range(len(parts)) if c >> j & 1]
+        for r, vals in zip(rows.tolist(), zip(*cols, strict=True), strict=True):
+            out[r] = vals
+    return out
 
 
 def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
@@ -239,12 +274,13 @@ def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
 
     Returns one row per input row (same index) with ``gate_*`` / ``trigger_*`` booleans,
     ``pts_*`` score components, ``score``, ``eligible``, ``mode``, ``interval_days``,
-    ``reasons`` (list of strings), ``failed_gates`` / ``fired_triggers`` (lists of names),
+    ``reasons`` (tuple of strings), ``failed_gates`` / ``fired_triggers`` (tuples of names),
     ``mode_since``, ``planned_since``, the due dates ``<class>_due`` and ``overdue_<class>``
     flags, and the inputs it used.
     """
     day = as_day(as_of)
     d = prepare(df)
+    n = len(d)
     out = score_frame(d, policy, as_of)
     gates = _gates(d, policy, day)
     triggers = _triggers(d, policy)
@@ -260,49 +296,43 @@ def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     out["eligible"] = eligible
 
     # Tiers in order; the first that the score (and grade, if it names grades) allows wins.
-    mode = pd.Series(policy.standard.mode, index=d.index, dtype=object)
-    interval = pd.Series(policy.standard.interval_days, index=d.index, dtype=np.int64)
-    tier_reason = pd.Series(
-        "score "
-        + out["score"].map("{:.2f}".format)
-        + f" below every on-demand tier → {policy.standard.mode} ({policy.standard.interval_days} days)",
-        index=d.index,
-        dtype=object,
-    )
-    decided = ~eligible
-    for t in policy.tiers:
-        ok = eligible & ~decided & (out["score"] >= t.min_score - _EPS)
-        cond = f"score ≥ {_fmt(t.min_score)}"
+    score = out["score"].to_numpy(dtype=float)
+    mode = np.full(n, policy.standard.mode, dtype=object)
+    interval = np.full(n, policy.standard.interval_days, dtype=np.int64)
+    tier_of = np.full(n, -1, dtype=np.int64)  # index of the tier granted, -1: none
+    grades = d["firm_credit_grade"]
+    open_rows = eligible.to_numpy().copy()
+    for k, t in enumerate(policy.tiers):
+        ok = open_rows & (score >= t.min_score - _EPS)
         if t.credit_grades:
-            ok &= d["firm_credit_grade"].isin(t.credit_grades)
-            cond += " and credit grade " + "/".join(t.credit_grades)
-        mode = mode.mask(ok, t.mode)
-        interval = interval.mask(ok, t.interval_days)
-        text = (
-            "score " + out["score"].map("{:.2f}".format) + f": {cond} → {t.mode} "
-            f"(half-month items within {t.interval_days} days)"
-        )
-        tier_reason = tier_reason.mask(ok, text)
-        decided |= ok
+            ok &= grades.isin(t.credit_grades).to_numpy()
+        mode[ok], interval[ok], tier_of[ok] = t.mode, t.interval_days, k
+        open_rows &= ~ok
     out["mode"] = mode
     out["interval_days"] = interval
-
-    gate_names = list(gates)
-    trig_names = list(triggers)
-    fail_masks = [~gates[n][0] for n in gate_names]
-    fire_masks = [triggers[n][0] for n in trig_names]
-    reasons = _join_reasons(
-        [gates[n][1] for n in gate_names] + ["reversion: " + triggers[n][1] for n in trig_names] + [tier_reason],
-        fail_masks + fire_masks + [eligible],
-    )
+    tier_text = []
+    for t in policy.tiers:
+        cond = f"score ≥ {_fmt(t.min_score)}" + (" and credit grade " + "/".join(t.credit_grades)
+                                                 if t.credit_grades else "")  # fmt: skip
+        tier_text.append(f": {cond} → {t.mode} (half-month items within {t.interval_days} days)")
+    below = f" below every on-demand tier → {policy.standard.mode} ({policy.standard.interval_days} days)"
+    verdict = _texts(eligible, lambda i: [
+        f"score {s:.2f}{tier_text[k] if k >= 0 else below}"
+        for s, k in zip(score[i].tolist(), tier_of[i].tolist(), strict=True)
+    ])  # fmt: skip
     std = f"→ {policy.standard.mode} ({policy.standard.interval_days} days)"
-    out["reasons"] = [r if ok else [*r, std] for r, ok in zip(reasons, eligible.to_numpy(), strict=True)]
-    out["failed_gates"] = (
-        _join_reasons([pd.Series(n, index=d.index) for n in gate_names], fail_masks)
-        if gate_names
-        else [[] for _ in range(len(d))]
+    fallback = _texts(~eligible, lambda i: [std] * len(i))
+
+    gate_names, trig_names = list(gates), list(triggers)
+    out["reasons"] = _join_reasons(
+        [gates[g][1] for g in gate_names] + [triggers[t][1] for t in trig_names] + [verdict, fallback], n
     )
-    out["fired_triggers"] = _join_reasons([pd.Series(n, index=d.index) for n in trig_names], fire_masks)
+    out["failed_gates"] = _join_reasons(
+        [np.where(gates[g][0].to_numpy(), None, g).astype(object) for g in gate_names], n
+    )
+    out["fired_triggers"] = _join_reasons(
+        [np.where(triggers[t][0].to_numpy(), t, None).astype(object) for t in trig_names], n
+    )
 
     # A new mode starts today; an unchanged one keeps its start.
     changed = d["current_mode"].isna() | (d["current_mode"] != out["mode"]) | d["mode_since"].isna()

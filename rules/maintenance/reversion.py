@@ -7,8 +7,9 @@ worker thread then decides, for elevators on an on-demand tier:
 * an entrapment alarm raised (type ``trapped_passenger``) → revert at once. Whether it was
   equipment-caused is not known yet when it is raised, so it counts as such (conservative);
   a later ``details.cause`` of an external kind excludes it from the planner's counts.
-* a major fault raised (severity major/critical on an elevator, not an entrapment or offline
-  alarm, not a maintenance compliance alarm) → count those of the last 30 days; ≥ 3 → revert.
+* a major fault raised or escalated (severity major/critical on an elevator, not an entrapment,
+  offline or alarm-button alarm, not a maintenance compliance alarm) → count those of the last
+  30 days; ≥ 3 → revert.
 * a terminal offline alarm (type ``terminal_offline``) still active after 24 h → revert; the
   worker checks active offline alarms every ``check_interval_s``.
 
@@ -37,7 +38,7 @@ from semon.rules.maintenance.calendar import ITEM_CLASSES
 from semon.rules.maintenance.compliance import Notifier, device_info, publish, reversion_spec, transition
 from semon.rules.maintenance.inputs import COMPLIANCE_RULE_PREFIX, DAY_MS, HOUR_MS
 from semon.rules.maintenance.planner import due_frame
-from semon.rules.maintenance.policy import Policy, load_policy
+from semon.rules.maintenance.policy import Policy, PolicyError, load_policy
 from semon.rules.maintenance.service import last_visits, now_ms, utc_day
 from semon.store.db import Database
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
@@ -70,13 +71,15 @@ class Reversion:
     def on_transition(self, msg: dict[str, Any]) -> Reverted | None:
         """Judge one alarm transition message (as published by the collector)."""
         r = self.policy.reversion
-        if msg.get("event") != "raised" or msg.get("kind") != "elevator":
+        event = msg.get("event")
+        # A fault can also become major by escalation (severity ladders); entrapments are raised.
+        if event not in ("raised", "severity_changed") or msg.get("kind") != "elevator":
             return None
         if str(msg.get("rule_id", "")).startswith(COMPLIANCE_RULE_PREFIX):
             return None
         dev, typ = msg["device_id"], msg.get("type")
         at = int(msg.get("ts") or now_ms())
-        if r.entrapment and typ in r.entrapment_alarm_types:
+        if r.entrapment and typ in r.entrapment_alarm_types and event == "raised":
             what = msg.get("message") or "passenger trapped"
             reason = f"entrapment: {typ} alarm {msg.get('alarm_id')} raised — {what}"
             return self.revert(dev, "entrapment", reason, msg, at)
@@ -84,8 +87,10 @@ class Reversion:
             return None
         n = self.major_faults(dev, at)
         if n >= r.major_faults:
-            reason = (f"major_faults: {n} major faults in the last {r.major_fault_window_days} days "
-                      f"(reversion at ≥ {r.major_faults}), latest {typ} alarm {msg.get('alarm_id')}")
+            reason = (
+                f"major_faults: {n} major faults in the last {r.major_fault_window_days} days "
+                f"(reversion at ≥ {r.major_faults}), latest {typ} alarm {msg.get('alarm_id')}"
+            )
             return self.revert(dev, "major_faults", reason, msg, at, {"major_faults": n})
         return None
 
@@ -116,17 +121,30 @@ class Reversion:
         out = []
         for alarm_id, dev, typ, onset in rows:
             hours = (at - onset) / HOUR_MS
-            reason = (f"offline: terminal offline for {hours:.1f} h (reversion after {r.offline_hours:g} h), "
-                      f"{typ} alarm {alarm_id}")
-            done = self.revert(dev, "offline", reason, {"alarm_id": alarm_id, "type": typ, "onset_ts": onset}, at,
-                               {"offline_hours": round(hours, 2)})
+            reason = (
+                f"offline: terminal offline for {hours:.1f} h (reversion after {r.offline_hours:g} h), "
+                f"{typ} alarm {alarm_id}"
+            )
+            done = self.revert(
+                dev,
+                "offline",
+                reason,
+                {"alarm_id": alarm_id, "type": typ, "onset_ts": onset},
+                at,
+                {"offline_hours": round(hours, 2)},
+            )
             if done:
                 out.append(done)
         return out
 
     # -- applying ----------------------------------------------------------------------
     def revert(
-        self, device_id: str, trigger: str, reason: str, cause: dict[str, Any], at_ms: int,
+        self,
+        device_id: str,
+        trigger: str,
+        reason: str,
+        cause: dict[str, Any],
+        at_ms: int,
         extra: dict[str, Any] | None = None,
     ) -> Reverted | None:
         """Put an on-demand elevator on the standard cycle now; None if it is not on demand."""
@@ -203,7 +221,7 @@ class ReversionWorker:
 
     def submit(self, msg: dict[str, Any]) -> None:
         """The collector hook: cheap, never blocks ingest (a full queue drops with a log line)."""
-        if msg.get("event") != "raised" or msg.get("kind") != "elevator":
+        if msg.get("event") not in ("raised", "severity_changed") or msg.get("kind") != "elevator":
             return
         try:
             self.queue.put_nowait(msg)
@@ -248,11 +266,20 @@ class ReversionWorker:
             self.done.extend(res)
 
 
-def install_reversion(collector: Any, policy: Policy | None = None, check_interval_s: float = 60.0) -> ReversionWorker:
+def install_reversion(
+    collector: Any, policy: Policy | None = None, check_interval_s: float = 60.0
+) -> ReversionWorker | None:
     """Hook immediate reversion into a running collector's alarm transitions (see module doc).
 
-    Notices go out through the collector's own MQTT client, on the firm's alarm topic.
+    Notices go out through the collector's own MQTT client, on the firm's alarm topic. An
+    unusable policy file is logged and leaves the collector without reversion rather than
+    stopping hazard-alarm ingest.
     """
+    try:
+        policy = policy or load_policy()
+    except PolicyError:
+        log.exception("maintenance policy unusable: reversion to the standard cycle is OFF")
+        return None
 
     def notify(topic: str, payload: bytes) -> None:
         collector.client.publish(topic, payload, qos=1)
