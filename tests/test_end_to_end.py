@@ -221,7 +221,10 @@ def test_collector_sigkill_mid_run_loses_nothing(stack: Stack, tmp_path: Path):
     result: list[SimulationResult] = []
     sim = threading.Thread(target=lambda: result.append(simulate(stack, tmp_path)))
     try:
-        time.sleep(3)  # let the collector connect and open its persistent session
+        # Publish only once the collector holds its persistent session: what is sent before the
+        # first subscription reaches nobody (that is MQTT, not a loss by semon).
+        wait_until(lambda: "MQTT connected" in log.read_text(), 60, "collector connected")
+        time.sleep(1)  # the SUBACK follows the connect
         sim.start()
         time.sleep(4)
         proc.send_signal(signal.SIGKILL)  # mid-run: no chance to flush or ack
