@@ -24,9 +24,12 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     # Shared-subscription group: several collectors split the stream (Mosquitto / EMQX).
     mqtt_share_group: str | None = None
+    # "I/N": this collector owns the devices whose CRC-32 of the id is I modulo N, on its own
+    # session; N collectors split a stream by device without a hashing broker (docs/scaling.md).
+    collector_partition: str | None = None
     # Must match the broker's max_inflight_messages: the collector flushes (and so acks)
     # before that many messages are waiting, or the broker would stop sending.
-    mqtt_max_inflight: int = Field(1000, ge=2)
+    mqtt_max_inflight: int = Field(10_000, ge=2)
 
     # InfluxDB v1-compatible HTTP API. Empty -> telemetry goes to the embedded SQLite store.
     influx_url: str | None = None

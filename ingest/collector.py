@@ -2,13 +2,20 @@
 
 Three threads, one job each:
 
-* paho's network thread receives messages into a bounded inbox (a full inbox blocks it, so
-  the broker holds the backlog — back-pressure, never loss);
+* paho's network thread (:mod:`semon.ingest.mqtt_client`) hands each burst of received
+  messages to a bounded inbox (a full inbox blocks it, so the broker holds the backlog —
+  back-pressure, never loss);
 * the pipeline thread validates, evaluates rules in device-time order, stores and publishes
   alarm transitions at once (alarms never wait on InfluxDB), dead-letters rejects and cuts
   telemetry into batches (≤ ``batch_max_lines`` or ≤ ``batch_max_age_s``);
 * the writer thread writes each batch to the telemetry store — or, when it is slow or down,
-  to the durable spool — and only then acknowledges the batch's messages to the broker.
+  to the durable spool — and only then acknowledges the batch's messages to the broker (one
+  write of PUBACKs per batch).
+
+Several collectors can split one stream by device: with ``SEMON_COLLECTOR_PARTITION=I/N``
+this one owns the devices whose CRC-32 of the id is I modulo N. Each keeps its own non-shared
+session, acknowledges other devices' messages unprocessed, and so a device's messages are
+ordered and evaluated by exactly one collector (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +37,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from semon import metrics as m
 from semon.config import Settings
-from semon.contract.topics import SUBSCRIPTIONS, alarm_topic
+from semon.contract.topics import SUBSCRIPTIONS, TopicError, alarm_topic
 from semon.ingest.decode import Decoder, Rejected, to_points
+from semon.ingest.mqtt_client import FastClient
 from semon.ingest.spool import Spool, SpoolFull
 from semon.rules.alarms import AlarmStore, event_message
 from semon.rules.base import AlarmTransition
@@ -49,16 +58,22 @@ DEAD_LETTER_KEEP_BYTES = 256 * 1024
 # Event ids already announced (their board point written, hooks run): a re-publish after a lost
 # PUBACK must not repeat those side effects. Bounded: only recent ones can be re-published.
 ANNOUNCED_KEEP = 100_000
+# GIL switch interval for a process that runs a collector. The pipeline thread is CPU-bound and
+# paho's network thread mostly waits in select(): with Python's default 5 ms they trade the GIL
+# so often that the process stalls in hand-offs (at 26 k msg/s: 24 k accepted at 0.5 ms, 26.5 k
+# at 20 ms, same run conditions; docs/benchmarks.md). The cost is at most 20 ms more alarm latency.
+SWITCH_INTERVAL_S = 0.02
+
+
+# One received message: (topic, payload, mid, qos).
+Delivery = tuple[str, bytes, int, int]
 
 
 @dataclass(slots=True)
 class Inbound:
-    """A received message and what is needed to acknowledge it."""
+    """One network read's worth of received messages and what is needed to acknowledge them."""
 
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
+    deliveries: list[Delivery]
     gen: int  # connection generation: a mid means nothing on another connection
     arrived_ms: int  # wall clock at arrival: liveness is judged on arrival, not processing
 
@@ -68,8 +83,26 @@ class Batch:
     """Telemetry of consecutive messages, acknowledged together once durable."""
 
     points: list[Point] = field(default_factory=list)
-    acks: list[tuple[int, int, int]] = field(default_factory=list)  # (gen, mid, qos)
+    acks: list[tuple[int, int]] = field(default_factory=list)  # (gen, mid) of QoS 1 messages
     started: float = field(default_factory=time.monotonic)
+
+
+def parse_partition(value: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` → ``(I, N)`` with 0 ≤ I < N; empty, None or ``"0/1"`` → None (every device)."""
+    if not value:
+        return None
+    i, sep, n = value.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ValueError(f"collector partition {value!r} is not I/N")
+    pi, pn = int(i), int(n)
+    if not 0 <= pi < pn:
+        raise ValueError(f"collector partition {value!r}: need 0 <= I < N")
+    return None if pn == 1 else (pi, pn)
+
+
+def partition_of(device_id: str, n: int) -> int:
+    """The partition a device belongs to: stable across processes and machines (CRC-32)."""
+    return zlib.crc32(device_id.encode()) % n
 
 
 def _now_ms() -> int:
@@ -93,12 +126,19 @@ class Collector:
         self.telemetry = telemetry
         self.alarms = AlarmStore(db)
         self.engine = engine or RuleEngine(Catalog(settings.rules_file))
+        self.partition = parse_partition(settings.collector_partition)
+        if self.partition and settings.mqtt_share_group:
+            raise ValueError("a partitioned collector needs its own session: unset SEMON_MQTT_SHARE_GROUP")
+        self._mine: dict[str, bool] = {}  # device id → in our partition (CRC cached)
         self.decoder = Decoder(load_registry(db), settings.max_payload_bytes, int(settings.max_future_skew_s * 1000))
         self._registry_loaded = time.monotonic()
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
-        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=50_000)
+        # Bursts, not messages; the broker's in-flight window bounds what is unacknowledged.
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
+        self._burst: list[Delivery] = []
         self.outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=64)
         self.stats: Counter[str] = Counter()
+        self._counts: Counter[tuple[str, str]] = Counter()  # (kind or "", channel) → messages
         self.dead_by_reason: Counter[str] = Counter()
         self._gen = 0
         self._closing = threading.Event()
@@ -114,11 +154,15 @@ class Collector:
         self._spool_backoff = 0.5
         self._offline_paused = True
         self._batch = Batch()
-        self.client = self._make_client(client_id or settings.mqtt_client_id)
+        if client_id is None:
+            client_id = settings.mqtt_client_id
+            if self.partition:
+                client_id += f"-p{self.partition[0]}of{self.partition[1]}"
+        self.client = self._make_client(client_id)
 
     # -- MQTT --------------------------------------------------------------------------
-    def _make_client(self, client_id: str) -> mqtt.Client:
-        c = mqtt.Client(
+    def _make_client(self, client_id: str) -> FastClient:
+        c = FastClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=False,  # persistent session: the broker queues while we are away
@@ -133,6 +177,7 @@ class Collector:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_burst_end = self._on_burst_end
         return c
 
     def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -154,8 +199,13 @@ class Collector:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set():
             return  # not acked: the broker redelivers it to our next session
-        # Blocks paho's network thread when the pipeline is behind: TCP back-pressure.
-        self.inbox.put(Inbound(msg.topic, msg.payload, msg.mid, msg.qos, self._gen, _now_ms()))
+        self._burst.append((msg.topic, msg.payload, msg.mid, msg.qos))
+
+    def _on_burst_end(self) -> None:
+        if self._burst:
+            burst, self._burst = self._burst, []
+            # Blocks paho's network thread when the pipeline is behind: TCP back-pressure.
+            self.inbox.put(Inbound(burst, self._gen, _now_ms()))
 
     # -- pipeline thread ---------------------------------------------------------------
     def _pipeline(self) -> None:
@@ -164,20 +214,27 @@ class Collector:
         last_tick = last_relay = 0.0
         half_window = max(1, self.settings.mqtt_max_inflight // 2)
         if not self.settings.mqtt_share_group:
-            # Alone on the stream: every registered device is expected to speak. In a share
-            # group each collector only watches the devices it hears from (docs/rules.md).
-            self.engine.watch(self.decoder.registry.values(), _now_ms())
+            # Alone on the stream (or on a partition of it): every registered device we own is
+            # expected to speak. In a share group each collector only watches the devices it
+            # hears from (docs/rules.md).
+            self.engine.watch([d for d in self.decoder.registry.values() if self._owns(d.id)], _now_ms())
         while True:
             try:
                 item: Inbound | None = self.inbox.get(timeout=0.1)
             except queue.Empty:
                 item = None
             if item is not None:
-                self._handle(item, self._batch, dead)
+                for d in item.deliveries:
+                    self._handle(d, item.gen, item.arrived_ms, self._batch, dead)
+                    if len(self._batch.acks) >= half_window:
+                        # The broker sends no more than its in-flight window unacknowledged.
+                        self._flush(self._batch, dead)
+                        self._batch, dead = Batch(), []
             now = time.monotonic()
             if now - last_tick >= 0.2:
                 last_tick = now
                 self._sync_connection_state()
+                self._count_messages()
                 self._publish(self.engine.tick(_now_ms()))
                 self._maybe_refresh_registry(now)
                 m.QUEUE_DEPTH.set(self.inbox.qsize())
@@ -188,7 +245,6 @@ class Collector:
             n = len(batch.acks)
             if (n or batch.points) and (
                 len(batch.points) >= self.settings.batch_max_lines
-                or n >= half_window  # the broker sends no more than its inflight window unacked
                 or now - batch.started >= self.settings.batch_max_age_s
                 or (item is None and self._closing.is_set())
             ):
@@ -198,6 +254,7 @@ class Collector:
                 break
         if self._batch.points:
             self._flush(self._batch, dead)  # alarm points without messages to ack
+        self._count_messages()
         self.outbox.put(None)
 
     def _sync_connection_state(self) -> None:
@@ -209,32 +266,59 @@ class Collector:
             self.engine.pause_offline()
             self._offline_paused = True
 
-    def _handle(self, item: Inbound, batch: Batch, dead: list[DeadLetter]) -> None:
+    def _owns(self, device_id: str) -> bool:
+        """Whether this collector's partition holds the device (always, unpartitioned)."""
+        if self.partition is None:
+            return True
+        mine = self._mine.get(device_id)
+        if mine is None:
+            mine = self._mine[device_id] = partition_of(device_id, self.partition[1]) == self.partition[0]
+        return mine
+
+    def _handle(self, d: Delivery, gen: int, arrived_ms: int, batch: Batch, dead: list[DeadLetter]) -> None:
+        topic, payload, mid, qos = d
+        if qos:
+            batch.acks.append((gen, mid))
+        if self.partition is not None:
+            try:
+                owner = self._owns(self.decoder.topic_info(topic).device_id)
+            except TopicError:
+                owner = self.partition[0] == 0  # a topic without a device: partition 0 dead-letters it
+            if not owner:
+                self.stats["foreign"] += 1  # its own collector has its copy; just acknowledge
+                return
         now_ms = _now_ms()
-        res = self.decoder.decode(item.topic, item.payload, now_ms)
+        res = self.decoder.decode(topic, payload, now_ms)
         if (
             isinstance(res, Rejected)
             and res.reason == "unknown_device"
             and self._maybe_refresh_registry(time.monotonic(), min_age=1.0)
         ):
-            res = self.decoder.decode(item.topic, item.payload, now_ms)  # registered meanwhile
-        channel = item.topic.rsplit("/", 1)[-1]
-        m.MESSAGES_RECEIVED.labels(channel).inc()
-        self.stats["received"] += 1
+            res = self.decoder.decode(topic, payload, now_ms)  # registered meanwhile
+        channel = topic.rsplit("/", 1)[-1]
+        self._counts[("", channel)] += 1
         if isinstance(res, Rejected):
-            dead.append(self._dead_letter(item.topic, item.payload, res))
+            dead.append(self._dead_letter(topic, payload, res))
+            return
+        self._counts[(res.device.kind, channel)] += 1
+        batch.points.extend(to_points(res, time.time_ns()))
+        if channel == "status":
+            self._publish(self.engine.evaluate(res.device, res.body, arrived_ms))
+        elif channel == "event":
+            self._publish(self.engine.evaluate_event(res.device, res.body, arrived_ms))
         else:
-            self.stats["accepted"] += 1
-            m.MESSAGES_ACCEPTED.labels(res.device.kind, channel).inc()
-            batch.points.extend(to_points(res, time.time_ns()))
-            if channel == "status":
-                self._publish(self.engine.evaluate(res.device, res.body, item.arrived_ms))
-            elif channel == "event":
-                self._publish(self.engine.evaluate_event(res.device, res.body, item.arrived_ms))
+            self._publish(self.engine.online(res.device, res.body, arrived_ms))
+
+    def _count_messages(self) -> None:
+        """Move the per-message counts into stats and Prometheus (batched: they are hot)."""
+        counts, self._counts = self._counts, Counter()
+        for (kind, channel), n in counts.items():
+            if kind:
+                self.stats["accepted"] += n
+                m.MESSAGES_ACCEPTED.labels(kind, channel).inc(n)
             else:
-                self._publish(self.engine.online(res.device, res.body, item.arrived_ms))
-        if item.qos:
-            batch.acks.append((item.gen, item.mid, item.qos))
+                self.stats["received"] += n
+                m.MESSAGES_RECEIVED.labels(channel).inc(n)
 
     def _dead_letter(self, topic: str, payload: bytes, r: Rejected) -> DeadLetter:
         self.stats["dead_letters"] += 1
@@ -390,11 +474,10 @@ class Collector:
             self._drain_spool()
             if not self._store(batch):
                 return  # stopping with a full spool: leave those messages unacked
-            for gen, mid, qos in batch.acks:
-                # A mid from an earlier connection would ack some other message now: skip it,
-                # the broker redelivers that message anyway.
-                if gen == self._gen:
-                    self.client.ack(mid, qos)
+            # A mid from an earlier connection would ack some other message now: skip it, the
+            # broker redelivers that message anyway.
+            gen_now = self._gen
+            self.client.ack_many([mid for gen, mid in batch.acks if gen == gen_now])
             self.stats["acked"] += len(batch.acks)
             m.UNACKED.dec(len(batch.acks))
 

@@ -1,11 +1,18 @@
-"""Decoding and validation of inbound messages: an accepted message or a precise rejection."""
+"""Decoding and validation of inbound messages: an accepted message or a precise rejection.
+
+This runs for every message, so the steady state is kept cheap (profile in
+docs/benchmarks.md, "Fleet-scale pipeline"): parsed topics are cached, the per-device tag set
+is built once per registry entry, and points take the validated model's fields directly
+instead of re-serialising the model.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from semon.contract.messages import STATUS_MODELS, DeviceEvent
 from semon.contract.topics import TopicError, TopicInfo, parse_topic
@@ -53,6 +60,11 @@ def _describe(e: ValidationError) -> Rejected:
     return Rejected(reason, "; ".join(parts))
 
 
+# A city's fleet has ~400 k devices × 3 channels of topics; beyond this the cache starts over
+# rather than grow without bound (junk topics are never cached).
+TOPIC_CACHE_MAX = 2_000_000
+
+
 class Decoder:
     """Turns (topic, payload) into :class:`Accepted` or :class:`Rejected`."""
 
@@ -60,11 +72,22 @@ class Decoder:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self.max_future_skew_ms = max_future_skew_ms
+        self._topics: dict[str, TopicInfo] = {}
+
+    def topic_info(self, topic: str) -> TopicInfo:
+        """Parse a device topic (cached); raises :class:`TopicError`."""
+        info = self._topics.get(topic)
+        if info is None:
+            info = parse_topic(topic)
+            if len(self._topics) >= TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = info
+        return info
 
     def decode(self, topic: str, payload: bytes, now_ms: int) -> Accepted | Rejected:
         """Validate one message against contract v1 and the registry."""
         try:
-            info = parse_topic(topic)
+            info = self.topic_info(topic)
         except TopicError as e:
             return Rejected("bad_topic", str(e))
         if len(payload) > self.max_payload_bytes:
@@ -100,10 +123,58 @@ class Decoder:
         return Accepted(info, device, body)
 
 
+# Per device, the tag set of its points: one dict per registry entry, reused by every point (the
+# line-protocol encoder caches the escaped tag string by this dict's identity). Keyed by id and
+# checked against the DeviceInfo object, so a registry reload (new objects) rebuilds it.
+_TAGS: dict[str, tuple[DeviceInfo, dict[str, str]]] = {}
+TAGS_CACHE_MAX = 2_000_000
+# Per status model: its enum-typed fields (stored as their string value, as
+# model_dump(mode="json") did) and its optional fields (left out when None).
+_SHAPES: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def device_tags(d: DeviceInfo) -> dict[str, str]:
+    """The tags of a device's points (registry facts only, never payload values)."""
+    c = _TAGS.get(d.id)
+    if c is not None and c[0] is d:
+        return c[1]
+    tags = {"kind": d.kind, "device_id": d.id, "district": d.district, "firm": d.firm_id}
+    if len(_TAGS) >= TAGS_CACHE_MAX:
+        _TAGS.clear()
+    _TAGS[d.id] = (d, tags)
+    return tags
+
+
+def _shape(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    shape = _SHAPES.get(model)
+    if shape is None:
+        fields = model.model_fields
+        enums = tuple(k for k, f in fields.items() if isinstance(f.annotation, type) and issubclass(f.annotation, Enum))
+        optional = tuple(k for k, f in fields.items() if not f.is_required() and f.default is None)
+        shape = _SHAPES[model] = (enums, optional)
+    return shape
+
+
+def status_fields(b: BaseModel) -> dict[str, FieldValue]:
+    """Fields of a status point: every field but ``ts``, without None, enums as values, faults as "1,2"."""
+    fields: dict[str, Any] = b.__dict__.copy()
+    del fields["ts"]
+    enums, optional = _shape(type(b))
+    for k in optional:
+        if fields[k] is None:
+            del fields[k]
+    for k in enums:
+        fields[k] = fields[k]._value_  # the plain attribute: Enum.value is a (slow) descriptor
+    faults = fields.get("faults")
+    if faults is not None:
+        fields["faults"] = ",".join(map(str, faults)) if faults else ""
+    return fields
+
+
 def to_points(a: Accepted, now_ns: int) -> list[Point]:
     """The telemetry points an accepted message produces (schema in docs/storage.md)."""
     d = a.device
-    tags = {"kind": d.kind, "device_id": d.id, "district": d.district, "firm": d.firm_id}
+    tags = device_tags(d)
     ch = a.topic.channel
     if ch == "online":
         if a.body is None:
@@ -116,7 +187,4 @@ def to_points(a: Accepted, now_ns: int) -> list[Point]:
         if b.text:
             fields["text"] = b.text
         return [Point(EVENT_MEASUREMENT, tags, fields, point_time_ns(b.ts, b.seq), d.id)]
-    fields = b.model_dump(exclude={"ts"}, exclude_none=True, mode="json")
-    if "faults" in fields:
-        fields["faults"] = ",".join(str(c) for c in fields["faults"])
-    return [Point(STATUS_MEASUREMENT[d.kind], tags, fields, point_time_ns(b.ts, b.seq), d.id)]
+    return [Point(STATUS_MEASUREMENT[d.kind], tags, status_fields(b), point_time_ns(b.ts, b.seq), d.id)]

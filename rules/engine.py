@@ -28,6 +28,9 @@ from semon.rules.codes import CodeTable
 from semon.store.registry import DeviceInfo
 
 OFFLINE_SPEC_ID = "device.terminal_offline"
+# Pressure samples kept for the rise rate are at least this far apart: a terminal reporting
+# many times a second costs no more memory or time than one reporting twice a second.
+SAMPLE_SPACING_MS = 500
 
 
 class Phase(IntEnum):
@@ -66,7 +69,10 @@ class DeviceState:
     clock_offset_ms: int = 0  # device time minus wall time at the last message
     last_status: Any = None
     derived: dict[str, Any] = field(default_factory=dict)
-    samples: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
+    # Pressure samples of the last 30 s, at least SAMPLE_SPACING_MS apart (so at most ~60 of them
+    # whatever the device's rate), and the newest sample older than that: the rate's reference.
+    samples: deque[tuple[int, float]] = field(default_factory=deque)
+    rate_ref: tuple[int, float] | None = None
     p_changed: int = -1
     t_changed: int = -1
     last_p: float | None = None
@@ -301,16 +307,18 @@ class RuleEngine:
             ds.p_changed, ds.last_p = ts, p
         if t != ds.last_t:
             ds.t_changed, ds.last_t = ts, t
+        # Rate against the newest sample at least 30 s old (and at most 120 s): a fair slope
+        # without sample noise. Samples leave the 30-s window in time order, so the last one to
+        # leave is that reference: O(1) per message instead of a walk through the history.
         sm = ds.samples
-        sm.append((ts, p))
-        while sm and sm[0][0] < ts - 120_000:
-            sm.popleft()
-        # Rate against the newest sample at least 30 s old: a fair slope without sample noise.
-        ref = None
-        for sts, sp in reversed(sm):
-            if sts <= ts - 30_000:
-                ref = (sts, sp)
-                break
+        if not sm or ts - sm[-1][0] >= SAMPLE_SPACING_MS:
+            sm.append((ts, p))
+        cut = ts - 30_000
+        while sm and sm[0][0] <= cut:
+            ds.rate_ref = sm.popleft()
+        ref = ds.rate_ref
+        if ref is not None and ref[0] < ts - 120_000:
+            ref = ds.rate_ref = None
         rate = (p - ref[1]) / ((ts - ref[0]) / 60_000) if ref else 0.0
         ds.derived = {
             "pressure_rate": rate,

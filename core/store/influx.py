@@ -34,18 +34,119 @@ def _field(v: FieldValue) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def encode_point(p: Point) -> str:
-    """One line of line protocol (tags sorted, as InfluxDB recommends)."""
+# The encoder runs for every point (tens of thousands a second at fleet scale), so what repeats
+# is computed once: escaped field keys, each series' "measurement,tags" prefix, and a formatter
+# per field set. The prefix is cached per (measurement, device) and valid while the point carries
+# the *same* tags dict the entry was built from (the decoder reuses one dict per device and never
+# changes it; the cache holds a reference, so the identity cannot be recycled). Anything else is
+# encoded from scratch, as before.
+_KEYS: dict[str, str] = {}
+_PREFIXES: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
+PREFIX_CACHE_MAX = 2_000_000
+
+
+def _prefix(p: Point) -> str:
+    key = (p.measurement, p.device_id)
+    c = _PREFIXES.get(key)
+    if c is not None and c[0] is p.tags:
+        return c[1]
     tags = "".join(
         f",{k.translate(_TAG_ESCAPE)}={v.translate(_TAG_ESCAPE)}" for k, v in sorted(p.tags.items()) if v != ""
     )
-    fields = ",".join(f"{k.translate(_TAG_ESCAPE)}={_field(v)}" for k, v in p.fields.items())
-    return f"{p.measurement.translate(_MEAS_ESCAPE)}{tags} {fields} {p.time_ns}"
+    prefix = p.measurement.translate(_MEAS_ESCAPE) + tags
+    if p.device_id:
+        if len(_PREFIXES) >= PREFIX_CACHE_MAX:
+            _PREFIXES.clear()
+        _PREFIXES[key] = (p.tags, prefix)
+    return prefix
+
+
+def _fields_generic(fields: dict[str, FieldValue]) -> str:
+    out = []
+    for k, v in fields.items():
+        ek = _KEYS.get(k)
+        if ek is None:
+            ek = k.translate(_TAG_ESCAPE)
+            if len(_KEYS) < 10_000:  # field names come from the contract: a handful
+                _KEYS[k] = ek
+        t = type(v)
+        if t is float:
+            out.append(f"{ek}={v!r}")
+        elif t is bool:
+            out.append(ek + ("=true" if v else "=false"))
+        elif t is int:
+            out.append(f"{ek}={v}i")
+        else:
+            out.append(f"{ek}={_field(v)}")
+    return ",".join(out)
+
+
+def _esc_str(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"') if ("\\" in v or '"' in v) else v
+
+
+_TF = ("false", "true")
+# Per value type: (literal before, f-string expression, literal after) of ``key=value``.
+_FMT: dict[type, tuple[str, str, str]] = {
+    float: ("", "{%s!r}", ""),
+    int: ("", "{%s}", "i"),
+    bool: ("", "{_TF[%s]}", ""),
+    str: ('"', "{_esc(%s)}", '"'),
+}
+# Points of one kind share their field names and types (a status model): for each field-name
+# tuple a formatter is generated once — one f-string for the whole field set — and used while
+# the values have the types it was made for; any other point goes through the generic loop.
+_SHAPED: dict[tuple[str, ...], tuple[tuple[type, ...], object] | None] = {}
+SHAPES_MAX = 1000
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _compile(keys: tuple[str, ...], types: tuple[type, ...]) -> object:
+    if not keys or len(keys) > 64 or any(t not in _FMT for t in types):
+        return None
+    names = [f"v{i}" for i in range(len(keys))]
+    parts = []
+    for i, (k, t, n) in enumerate(zip(keys, types, names, strict=True)):
+        before, expr, after = _FMT[t]
+        key = ("," if i else "") + k.translate(_TAG_ESCAPE) + "="
+        parts.append(_literal(key + before) + expr % n + _literal(after))
+    checks = " and ".join(f"type({n}) is {t.__name__}" for n, t in zip(names, types, strict=True))
+    body = "".join(parts)
+    src = f"def enc(f):\n    {', '.join(names)}, = f.values()\n    if {checks}:\n        return f{body!r}\n"
+    src += "    return None\n"
+    ns: dict[str, object] = {"_TF": _TF, "_esc": _esc_str}
+    exec(src, ns)  # source made of escaped field names and the fixed pieces above
+    return ns["enc"]
+
+
+def _fields(fields: dict[str, FieldValue]) -> str:
+    keys = tuple(fields)
+    c = _SHAPED.get(keys)
+    if c is None:
+        if keys in _SHAPED or len(_SHAPED) >= SHAPES_MAX:
+            return _fields_generic(fields)
+        types = tuple(type(v) for v in fields.values())
+        fn = _compile(keys, types)
+        _SHAPED[keys] = (types, fn) if fn is not None else None
+        if fn is None:
+            return _fields_generic(fields)
+        c = _SHAPED[keys]
+        assert c is not None
+    out = c[1](fields)  # type: ignore[operator]
+    return out if out is not None else _fields_generic(fields)
+
+
+def encode_point(p: Point) -> str:
+    """One line of line protocol (tags sorted, as InfluxDB recommends)."""
+    return f"{_prefix(p)} {_fields(p.fields)} {p.time_ns}"
 
 
 def encode_lines(points: Sequence[Point]) -> bytes:
     """A write body for ``points``."""
-    return "\n".join(encode_point(p) for p in points).encode()
+    return "\n".join([f"{_prefix(p)} {_fields(p.fields)} {p.time_ns}" for p in points]).encode()
 
 
 def quote_ident(name: str) -> str:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# fetch.sh REV DIR — the collector's modules as they were at git revision REV, for A/B runs
+# (see sitecustomize.py). Modules that did not exist at REV are left out.
+set -euo pipefail
+rev=$1 dir=$2
+mkdir -p "$dir"
+cd "$(dirname "$0")/../.."
+for f in ingest/collector.py ingest/decode.py ingest/spool.py ingest/mqtt_client.py core/store/influx.py; do
+  git show "$rev:$f" > "$dir/$(basename "$f")" 2>/dev/null || rm -f "$dir/$(basename "$f")"
+done
+ls "$dir"

@@ -1,0 +1,1 @@
+"""Building blocks of bench/run.py (the fleet-scale benchmark harness)."""
