@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleetbench.registry import load_fleet_registry
 
 from semon.config import Settings
-from semon.ingest.collector import Batch, Collector, Inbound
+from semon.ingest.collector import Batch, Collector, Inbound, tune_runtime
 from semon.simulators.loadgen import LoadConfig, LoadGenerator, build_load_fleet
 from semon.store.db import Database
 from semon.store.influx import encode_lines
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--read", type=int, default=256, help="messages per network read handed to the pipeline")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--python-defaults", action="store_true", help="CPython's GC thresholds, not the collector's")
     a = ap.parse_args()
     # A warm-up pass first (every device seen once: caches filled, rule state created), as in a
     # collector that has been running; only the second part is measured.
@@ -101,7 +102,8 @@ def main() -> None:
         col = Collector(settings, db, store)  # type: ignore[arg-type]
         col.engine.watch(col.decoder.registry.values(), int(time.time() * 1000))
         gc.collect()
-        gc.freeze()
+        if not a.python_defaults:
+            tune_runtime()  # as `semon collect` does
         reads = [
             Inbound([(t, p, (k + i) % 65535 + 1, 1) for i, (t, p) in enumerate(msgs[k : k + a.read])], 1, 0)
             for k in range(0, len(msgs), a.read)

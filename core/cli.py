@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +38,7 @@ def collect(
     health_port: Annotated[int | None, typer.Option(help="Port of /health and /metrics (0 = any)")] = None,
 ) -> None:
     """Run a collector: MQTT → validation → rules → InfluxDB/SQLite and the alarm store."""
-    from semon.ingest.collector import SWITCH_INTERVAL_S, Collector
+    from semon.ingest.collector import Collector, tune_runtime
     from semon.metrics import serve_health
     from semon.rules.maintenance.reversion import install_reversion
     from semon.store import open_telemetry
@@ -52,7 +51,7 @@ def collect(
             "[red]semon collect needs SEMON_MQTT_URL (mqtt://host:port); `semon demo` runs an embedded broker[/]"
         )
         raise typer.Exit(2)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)  # only this dedicated process: see the constant
+    tune_runtime()  # GIL switch interval and GC thresholds: only this dedicated process
     db = Database(s.db_url)
     col = Collector(s, db, open_telemetry(s))
     install_reversion(col)

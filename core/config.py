@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # Collector behaviour.
     data_dir: Path = Path("semon-data")
     batch_max_lines: int = Field(5000, ge=1)
-    batch_max_age_s: float = Field(1.0, gt=0)
+    batch_max_age_s: float = Field(0.5, gt=0)
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     max_payload_bytes: int = Field(65536, ge=256)
     max_future_skew_s: float = 300.0

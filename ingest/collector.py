@@ -20,8 +20,10 @@ ordered and evaluated by exactly one collector (docs/scaling.md).
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
+import sys
 import threading
 import time
 import zlib
@@ -47,7 +49,7 @@ from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
 from semon.store.db import Database
 from semon.store.models import DeadLetter
-from semon.store.registry import load_registry
+from semon.store.registry import load_registry, registry_fingerprint
 from semon.store.telemetry import ALARM_MEASUREMENT, Point, TelemetryStore, TelemetryUnavailable, point_time_ns
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,22 @@ ANNOUNCED_KEEP = 100_000
 # so often that the process stalls in hand-offs (at 26 k msg/s: 24 k accepted at 0.5 ms, 26.5 k
 # at 20 ms, same run conditions; docs/benchmarks.md). The cost is at most 20 ms more alarm latency.
 SWITCH_INTERVAL_S = 0.02
+# Garbage-collection thresholds for a process that runs a collector. Each message allocates a
+# few dozen short-lived containers that reference counting frees at once; with CPython's
+# default (a young-generation pass every 700 net allocations) the cyclic collector ran every few
+# messages and took 40 % of the pipeline's CPU (bench/collector_cost.py: 36 → 23 µs a message).
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
+def tune_runtime() -> None:
+    """Process-wide interpreter settings for a process dedicated to a collector (see above)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.set_threshold(*GC_THRESHOLDS)
+# Concurrent writes to a store that takes them (InfluxDB over HTTP). A write's latency, not CPU,
+# bounds one writer: with 100 k devices' series a 5,000-line write takes a few hundred ms, and
+# InfluxDB stalls now and then (WAL snapshots, compactions). Two writers overlap those waits;
+# PUBACKs still leave in the order the messages arrived (MQTT 3.1.1 §4.6).
+CONCURRENT_WRITERS = 2
 
 
 # One received message: (topic, payload, mid, qos).
@@ -85,6 +103,7 @@ class Batch:
     points: list[Point] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)  # (gen, mid) of QoS 1 messages
     started: float = field(default_factory=time.monotonic)
+    seq: int = 0  # hand-over order to the writers: acknowledgements leave in this order
 
 
 def parse_partition(value: str | None) -> tuple[int, int] | None:
@@ -130,6 +149,7 @@ class Collector:
         if self.partition and settings.mqtt_share_group:
             raise ValueError("a partitioned collector needs its own session: unset SEMON_MQTT_SHARE_GROUP")
         self._mine: dict[str, bool] = {}  # device id → in our partition (CRC cached)
+        self._registry_fp = registry_fingerprint(db)
         self.decoder = Decoder(load_registry(db), settings.max_payload_bytes, int(settings.max_future_skew_s * 1000))
         self._registry_loaded = time.monotonic()
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
@@ -137,6 +157,13 @@ class Collector:
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=10_000)
         self._burst: list[Delivery] = []
         self.outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=64)
+        self._writers = CONCURRENT_WRITERS if getattr(telemetry, "concurrent_writes", False) else 1
+        self._next_seq = 0  # next Batch.seq to hand over (pipeline thread)
+        self._ack_next = 0  # next Batch.seq whose acknowledgements may leave
+        self._written_batches: dict[int, Batch] = {}  # durable, waiting for earlier ones
+        self._ack_lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._stats_lock = threading.Lock()  # stats are updated from the pipeline and the writers
         self.stats: Counter[str] = Counter()
         self._counts: Counter[tuple[str, str]] = Counter()  # (kind or "", channel) → messages
         self.dead_by_reason: Counter[str] = Counter()
@@ -212,6 +239,7 @@ class Collector:
         self._batch = Batch()
         dead: list[DeadLetter] = []
         last_tick = last_relay = 0.0
+        last_arrival = 0  # arrival (wall ms) of the newest burst processed
         half_window = max(1, self.settings.mqtt_max_inflight // 2)
         if not self.settings.mqtt_share_group:
             # Alone on the stream (or on a partition of it): every registered device we own is
@@ -224,6 +252,7 @@ class Collector:
             except queue.Empty:
                 item = None
             if item is not None:
+                last_arrival = item.arrived_ms
                 for d in item.deliveries:
                     self._handle(d, item.gen, item.arrived_ms, self._batch, dead)
                     if len(self._batch.acks) >= half_window:
@@ -235,7 +264,10 @@ class Collector:
                 last_tick = now
                 self._sync_connection_state()
                 self._count_messages()
-                self._publish(self.engine.tick(_now_ms()))
+                # Timers judge "nothing came in time" — but while received messages still wait in
+                # the inbox, one of them may be the answer: the clock stops at the arrival of the
+                # last burst processed until the inbox is empty (a backlog delays, never invents).
+                self._publish(self.engine.tick(_now_ms() if self.inbox.empty() else last_arrival))
                 self._maybe_refresh_registry(now)
                 m.QUEUE_DEPTH.set(self.inbox.qsize())
             if now - last_relay >= 1.0:
@@ -255,7 +287,8 @@ class Collector:
         if self._batch.points:
             self._flush(self._batch, dead)  # alarm points without messages to ack
         self._count_messages()
-        self.outbox.put(None)
+        for _ in range(self._writers):
+            self.outbox.put(None)
 
     def _sync_connection_state(self) -> None:
         """Offline timers pause while we, not the devices, are cut off from the broker."""
@@ -285,7 +318,7 @@ class Collector:
             except TopicError:
                 owner = self.partition[0] == 0  # a topic without a device: partition 0 dead-letters it
             if not owner:
-                self.stats["foreign"] += 1  # its own collector has its copy; just acknowledge
+                self._counts[("#foreign", "")] += 1  # its own collector has its copy; just ack
                 return
         now_ms = _now_ms()
         res = self.decoder.decode(topic, payload, now_ms)
@@ -313,16 +346,23 @@ class Collector:
         """Move the per-message counts into stats and Prometheus (batched: they are hot)."""
         counts, self._counts = self._counts, Counter()
         for (kind, channel), n in counts.items():
-            if kind:
-                self.stats["accepted"] += n
+            if kind == "#foreign":
+                self._stat("foreign", n)
+            elif kind:
+                self._stat("accepted", n)
                 m.MESSAGES_ACCEPTED.labels(kind, channel).inc(n)
             else:
-                self.stats["received"] += n
+                self._stat("received", n)
                 m.MESSAGES_RECEIVED.labels(channel).inc(n)
 
+    def _stat(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
     def _dead_letter(self, topic: str, payload: bytes, r: Rejected) -> DeadLetter:
-        self.stats["dead_letters"] += 1
-        self.dead_by_reason[r.reason] += 1
+        with self._stats_lock:
+            self.stats["dead_letters"] += 1
+            self.dead_by_reason[r.reason] += 1
         m.DEAD_LETTERS.labels(r.reason).inc()
         log.warning("dead letter", extra={"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]})
         return DeadLetter(
@@ -342,7 +382,7 @@ class Collector:
             stored = self.alarms.apply(t)
             if stored is None:
                 continue
-            self.stats[f"alarm_{t.event}"] += 1
+            self._stat(f"alarm_{t.event}")
             m.ALARM_TRANSITIONS.labels(t.rule.alarm_type, t.event).inc()
             log.info(
                 "alarm %s",
@@ -379,7 +419,7 @@ class Collector:
             except (RuntimeError, ValueError) as e:  # not queued / connection lost: relayed later
                 log.debug("alarm transition %d not acknowledged: %s", event_id, e)
         if len(done) < len(sent):
-            self.stats["alarm_puback_missing"] += len(sent) - len(done)
+            self._stat("alarm_puback_missing", len(sent) - len(done))
         return done
 
     def _announce(self, event_id: int, msg: dict[str, Any]) -> mqtt.MQTTMessageInfo:
@@ -430,7 +470,7 @@ class Collector:
             sent = []
             for ev, a in rows:
                 sent.append((ev.id, self._announce(ev.id, event_message(ev, a))))
-                self.stats[f"relayed_{ev.event}"] += 1
+                self._stat(f"relayed_{ev.event}")
             return self._acknowledged(sent)
 
         try:
@@ -442,8 +482,16 @@ class Collector:
         age = now - self._registry_loaded
         if age < (min_age if min_age is not None else self.settings.registry_refresh_s):
             return False
-        self.decoder.registry = load_registry(self.db)
         self._registry_loaded = now
+        try:
+            fp = registry_fingerprint(self.db)
+        except Exception:  # the database may be briefly away: reload (which says so if it fails)
+            log.debug("registry fingerprint failed", exc_info=True)
+            fp = None
+        if fp is not None and fp == self._registry_fp:
+            return False  # unchanged: the loaded registry (and what is cached by it) stays valid
+        self.decoder.registry = load_registry(self.db)
+        self._registry_fp = fp
         return True
 
     def restore_alarms(self) -> None:
@@ -458,9 +506,10 @@ class Collector:
             with self.db.session() as s:
                 s.add_all(dead)
         m.UNACKED.inc(len(batch.acks))
+        batch.seq, self._next_seq = self._next_seq, self._next_seq + 1
         self.outbox.put(batch)
 
-    # -- writer thread -----------------------------------------------------------------
+    # -- writer threads ----------------------------------------------------------------
     def _writer(self) -> None:
         while True:
             try:
@@ -474,12 +523,21 @@ class Collector:
             self._drain_spool()
             if not self._store(batch):
                 return  # stopping with a full spool: leave those messages unacked
-            # A mid from an earlier connection would ack some other message now: skip it, the
-            # broker redelivers that message anyway.
-            gen_now = self._gen
-            self.client.ack_many([mid for gen, mid in batch.acks if gen == gen_now])
-            self.stats["acked"] += len(batch.acks)
-            m.UNACKED.dec(len(batch.acks))
+            self._acknowledge(batch)
+
+    def _acknowledge(self, batch: Batch) -> None:
+        """PUBACK a durable batch's messages once every earlier batch's have left (in order)."""
+        with self._ack_lock:
+            self._written_batches[batch.seq] = batch
+            while self._ack_next in self._written_batches:
+                b = self._written_batches.pop(self._ack_next)
+                self._ack_next += 1
+                # A mid from an earlier connection would ack some other message now: skip it,
+                # the broker redelivers that message anyway.
+                gen_now = self._gen
+                self.client.ack_many([mid for gen, mid in b.acks if gen == gen_now])
+                self._stat("acked", len(b.acks))
+                m.UNACKED.dec(len(b.acks))
 
     def _store(self, batch: Batch) -> bool:
         """Put a batch somewhere durable; False only if stopping while the spool is full."""
@@ -499,7 +557,7 @@ class Collector:
         while True:
             try:
                 self.spool.append(body)
-                self.stats["spooled_batches"] += 1
+                self._stat("spooled_batches")
                 m.BATCHES_SPOOLED.inc()
                 self._spool_gauges()
                 return True
@@ -511,6 +569,14 @@ class Collector:
                 self._drain_spool()
 
     def _drain_spool(self) -> None:
+        if not len(self.spool) or not self._drain_lock.acquire(blocking=False):
+            return  # nothing spooled, or another writer is replaying it
+        try:
+            self._replay()
+        finally:
+            self._drain_lock.release()
+
+    def _replay(self) -> None:
         while len(self.spool) and time.monotonic() >= self._spool_retry_at:
             item = self.spool.peek()
             if item is None:
@@ -523,13 +589,13 @@ class Collector:
                 self._spool_retry_at = time.monotonic() + self._spool_backoff
                 return
             self.spool.remove(batch_id)
-            self.stats["replayed_batches"] += 1
+            self._stat("replayed_batches")
             self._written(body.count(b"\n") + 1)
             self._spool_backoff = 0.5
             self._spool_gauges()
 
     def _written(self, n: int) -> None:
-        self.stats["points_written"] += n
+        self._stat("points_written", n)
         m.POINTS_WRITTEN.labels(type(self.telemetry).__name__).inc(n)
         self._last_write_ok = time.monotonic()
 
@@ -557,7 +623,7 @@ class Collector:
             "spool_batches": len(self.spool),
             "spool_bytes": self.spool.bytes,
             "inbox": self.inbox.qsize(),
-            **{k: v for k, v in self.stats.items()},
+            **self._stats_copy(),
         }
 
     def start(self) -> None:
@@ -565,7 +631,8 @@ class Collector:
         if hasattr(self.telemetry, "ensure_database"):
             self.telemetry.ensure_database()
         self.restore_alarms()
-        for target, name in ((self._pipeline, "pipeline"), (self._writer, "writer")):
+        workers = [(self._pipeline, "pipeline")] + [(self._writer, f"writer{i}") for i in range(self._writers)]
+        for target, name in workers:
             t = threading.Thread(target=target, name=f"collector-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -583,4 +650,8 @@ class Collector:
         self.client.disconnect()
         self.client.loop_stop()
         self.spool.close()
-        log.info("collector stopped", extra={"stats": dict(self.stats)})
+        log.info("collector stopped", extra={"stats": self._stats_copy()})
+
+    def _stats_copy(self) -> dict[str, int]:
+        with self._stats_lock:
+            return dict(self.stats)

@@ -436,8 +436,10 @@ class RuleEngine:
             ds = self._devices[dev_id]
             st = ds.states[i]
             c = ds.rules.rules[i]
-            # Estimated device clock; the offset is taken at processing time, so a backlog makes
-            # it run late rather than early (a queued message can still cancel the timer).
+            # Estimated device clock: the offset is taken against the message's arrival at the
+            # collector and the collector passes the arrival of what it processed last while
+            # more waits, so a backlog makes it run late rather than early (a queued message
+            # can still cancel the timer).
             now_ts = wall_ms + ds.clock_offset_ms
             if st.phase is Phase.PENDING:
                 t = self._maybe_raise(ds, i, c, st, now_ts)

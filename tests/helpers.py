@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -9,11 +10,14 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
+import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
+from semon.api.app import create_app
 from semon.config import Settings
 from semon.store.db import Database
 from semon.store.registry import import_devices_csv
+from tests.services import free_port, wait_port
 
 REGISTRY_HEADER = (
     "id,equipment_code,kind,district,address,lat,lon,firm_id,firm_name,firm_tech_level,firm_credit_grade,"
@@ -72,3 +76,28 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 def now_ms() -> int:
     """Wall clock in ms."""
     return time.time_ns() // 1_000_000
+
+
+class ApiServer:
+    """The API (and its dispatcher, unless disabled in ``settings``) on a free port, in a thread."""
+
+    def __init__(self, settings: Settings, db: Database, telemetry: Any) -> None:
+        self.port = free_port()
+        app = create_app(settings, db=db, telemetry=telemetry)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
+                                                    access_log=False, timeout_graceful_shutdown=2))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ApiServer:
+        self.thread.start()
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)

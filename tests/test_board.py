@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -34,8 +33,8 @@ from semon.store.influx import InfluxStore
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.registry import import_devices_csv
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
-from tests.helpers import small_registry
-from tests.services import REPO, free_port, unavailable, wait_port
+from tests.helpers import ApiServer, small_registry
+from tests.services import REPO, free_port, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -60,31 +59,6 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-class ApiServer:
-    """The API on a free port, in a thread, over the given stores."""
-
-    def __init__(self, settings: Settings, db: Database, telemetry: Any) -> None:
-        self.port = free_port()
-        app = create_app(settings, db=db, telemetry=telemetry)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False, timeout_graceful_shutdown=2))  # fmt: skip
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ApiServer:
-        self.thread.start()
-        wait_port(self.port)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 # Records when a card for the device's trapped-passenger alarm is first put in the page.

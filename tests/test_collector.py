@@ -98,3 +98,30 @@ def test_influx_outage_spools_acks_and_replays_in_order(stack: Stack, tmp_path: 
         assert sorted(stack.seqs("elevator_status")["E1"]) == list(range(1, 1201))
     finally:
         col.stop()
+
+
+def test_batches_written_out_of_order_are_acknowledged_in_arrival_order(tmp_path: Path):
+    """Two writers may finish in either order; PUBACKs must still leave in the order the
+    messages arrived (MQTT 3.1.1 §4.6), so a batch waits for every earlier one."""
+    from semon.config import Settings
+    from semon.ingest.collector import Batch
+    from semon.store.db import Database
+    from semon.store.telemetry_sqlite import SqliteTelemetryStore
+
+    s = Settings(mqtt_url="mqtt://127.0.0.1:1", db_url=f"sqlite:///{tmp_path}/s.db", data_dir=tmp_path / "d")
+    db = Database(s.db_url)
+    col = Collector(s, db, SqliteTelemetryStore(tmp_path / "t.db"))
+    sent: list[list[int]] = []
+    col.client.ack_many = lambda mids: sent.append(list(mids))  # type: ignore[method-assign]
+    gen = col._gen
+    batches = [Batch(acks=[(gen, 3 * k + i + 1) for i in range(3)], seq=k) for k in range(4)]
+    col._acknowledge(batches[1])
+    col._acknowledge(batches[3])
+    assert sent == []  # batch 0 is not durable yet: nothing may leave
+    col._acknowledge(batches[0])
+    assert sent == [[1, 2, 3], [4, 5, 6]]
+    col._acknowledge(batches[2])
+    assert sent == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    assert col.stats["acked"] == 12
+    col.spool.close()
+    db.dispose()

@@ -12,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
 
-from semon.api.app import create_app
-from semon.config import Settings
 from semon.notify.webhooks import verify
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
@@ -138,31 +135,6 @@ def alarm_events(db: Database, devices: set[str] | None = None) -> list[tuple[in
             .order_by(AlarmEvent.id)
         ).all()
     return [(i, e, d) for i, e, d in rows if devices is None or d in devices]
-
-
-class ApiServer:
-    """The API (with its dispatcher, unless disabled in ``settings``) on a free port, in a thread."""
-
-    def __init__(self, settings: Settings, db: Database, telemetry: Any) -> None:
-        self.port = free_port()
-        app = create_app(settings, db=db, telemetry=telemetry)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False, timeout_graceful_shutdown=2))  # fmt: skip
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Base URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ApiServer:
-        self.thread.start()
-        wait_port(self.port)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:

@@ -166,6 +166,9 @@ class InfluxError(RuntimeError):
 class InfluxStore:
     """Telemetry store on InfluxDB's v1 HTTP API."""
 
+    #: httpx.Client is thread-safe: the collector may write from several threads at once.
+    concurrent_writes = True
+
     def __init__(self, url: str, db: str, token: str | None = None, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.db = db

@@ -43,6 +43,9 @@ class TelemetryUnavailable(RuntimeError):
 class TelemetryStore(Protocol):
     """What the collector writes to and the API reads from."""
 
+    #: Whether writes may come from several threads at once (the collector then overlaps them).
+    concurrent_writes: bool
+
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` durably or raise :class:`TelemetryUnavailable`."""
 

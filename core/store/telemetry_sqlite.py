@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS telemetry (
 class SqliteTelemetryStore:
     """Points keyed like InfluxDB's (measurement, device, time): a rewrite overwrites."""
 
+    concurrent_writes = False  # one SQLite connection: the collector writes from one thread
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
