@@ -68,7 +68,7 @@ SWITCH_INTERVAL_S = 0.02
 # Garbage-collection thresholds for a process that runs a collector. Each message allocates a
 # few dozen short-lived containers that reference counting frees at once; with CPython's
 # default (a young-generation pass every 700 net allocations) the cyclic collector ran every few
-# messages and took 40 % of the pipeline's CPU (bench/collector_cost.py: 36 → 23 µs a message).
+# messages and took 40 % of the pipeline's CPU (bench/collector_cost.py: 27 → 23 µs a message).
 GC_THRESHOLDS = (50_000, 10, 10)
 
 

@@ -15,21 +15,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from semon.config import Settings
 from semon.ingest.mqtt_client import RECV_BYTES, BufferedSocket, FastClient
+from tests.helpers import publish_all
 from tests.services import Mosquitto
 
 
 def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t-pub", protocol=mqtt.MQTTv311)
-    pub.max_inflight_messages_set(1000)
-    pub.max_queued_messages_set(0)
-    pub.connect("127.0.0.1", port)
-    pub.loop_start()
-    infos = [pub.publish(t, p, qos=1) for t, p in messages]
-    for i in infos:
-        i.wait_for_publish(30)
-    pub.disconnect()
-    pub.loop_stop()
+    publish_all(Settings(mqtt_url=f"mqtt://127.0.0.1:{port}"), messages, client_id="t-pub")
 
 
 class Receiver:

@@ -240,17 +240,21 @@ class Runner:
         case = f"{self.n:02d}-{system.name}-{label}"
         return case, self.ctx.workdir / case
 
+    def _begin(self, system: System, case: str, cdir: Path) -> tuple[Observer, int, float]:
+        """Start the system and its observer; the listener's mark and the start time."""
+        system.start(case)
+        obs = self._observer(system, cdir)
+        mark = self.listener.mark()
+        obs.start()
+        return obs, mark, time.time()
+
     def level(
         self, system: System, rate: float, duration: float, faults_per_min: float = 0.0
     ) -> dict[str, Any]:
         """A fixed-rate run: is ``rate`` sustained by ``system``?"""
         case, cdir = self._case(system, f"rate{int(rate)}")
         self.log(f"[{case}] {system.name} at {rate:,.0f} msg/s for {duration:.0f} s …")
-        system.start(case)
-        obs = self._observer(system, cdir)
-        mark = self.listener.mark()
-        obs.start()
-        t_start = time.time()
+        obs, mark, t_start = self._begin(system, case, cdir)
         load = start_load(
             self.ctx, cdir, run_seed=self.n, rate=rate, duration=duration, faults_per_min=faults_per_min
         )
@@ -375,11 +379,7 @@ class Runner:
         """``count`` messages as fast as the broker takes them; end to end rate and loss."""
         case, cdir = self._case(system, f"burst{count}")
         self.log(f"[{case}] {system.name}: burst of {count:,} messages …")
-        system.start(case)
-        obs = self._observer(system, cdir)
-        mark = self.listener.mark()
-        obs.start()
-        t_start = time.time()
+        obs, mark, t_start = self._begin(system, case, cdir)
         load = start_load(self.ctx, cdir, run_seed=self.n, count=count, settle=False)
         obs.watch(load.proc)
         if load.proc.popen:
