@@ -71,16 +71,17 @@ SWITCH_INTERVAL_S = 0.02
 # messages and took 40 % of the pipeline's CPU (bench/collector_cost.py: 27 → 23 µs a message).
 GC_THRESHOLDS = (50_000, 10, 10)
 
-
-def tune_runtime() -> None:
-    """Process-wide interpreter settings for a process dedicated to a collector (see above)."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.set_threshold(*GC_THRESHOLDS)
 # Concurrent writes to a store that takes them (InfluxDB over HTTP). A write's latency, not CPU,
 # bounds one writer: with 100 k devices' series a 5,000-line write takes a few hundred ms, and
 # InfluxDB stalls now and then (WAL snapshots, compactions). Two writers overlap those waits;
 # PUBACKs still leave in the order the messages arrived (MQTT 3.1.1 §4.6).
 CONCURRENT_WRITERS = 2
+
+
+def tune_runtime() -> None:
+    """Process-wide interpreter settings for a process dedicated to a collector (see above)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 # One received message: (topic, payload, mid, qos).
