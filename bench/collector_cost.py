@@ -23,14 +23,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleetbench.registry import load_fleet_registry
 
 from semon.config import Settings
-from semon.ingest.collector import Batch, Collector, Inbound, tune_runtime
+from semon.ingest.collector import Collector, Inbound, tune_runtime
 from semon.simulators.loadgen import LoadConfig, LoadGenerator, build_load_fleet
 from semon.store.db import Database
 from semon.store.influx import encode_lines
@@ -108,19 +107,13 @@ def main() -> None:
             Inbound([(t, p, (k + i) % 65535 + 1, 1) for i, (t, p) in enumerate(msgs[k : k + a.read])], 1, 0)
             for k in range(0, len(msgs), a.read)
         ]
-        dead: list[Any] = []
-        half = settings.mqtt_max_inflight // 2
         n_warm = -(-warm // a.read)
 
         def pipeline(items: list[Inbound]) -> None:
             # The pipeline thread's per-read work (Collector._pipeline without its timers).
             for item in items:
                 item.arrived_ms = int(time.time() * 1000)
-                for d in item.deliveries:
-                    col._handle(d, item.gen, item.arrived_ms, col._batch, dead)
-                    if len(col._batch.acks) >= half:
-                        col._flush(col._batch, dead)
-                        col._batch = Batch()
+                col._take(item)
 
         def writer() -> None:
             while not col.outbox.empty():
@@ -141,7 +134,7 @@ def main() -> None:
         pipeline(measured)
         t1 = time.process_time()
         col._count_messages()
-        col._flush(col._batch, dead)
+        col._cut()
         writer()
         t2 = time.process_time()
         if prof:

@@ -166,7 +166,10 @@ class Collector:
         self._drain_lock = threading.Lock()
         self._stats_lock = threading.Lock()  # stats are updated from the pipeline and the writers
         self.stats: Counter[str] = Counter()
-        self._counts: Counter[tuple[str, str]] = Counter()  # (kind or "", channel) → messages
+        # Hot per-message counts, moved into stats and Prometheus every tick (_count_messages).
+        self._received: Counter[str] = Counter()  # channel → messages
+        self._accepted: Counter[tuple[str, str]] = Counter()  # (kind, channel) → messages
+        self._foreign = 0  # other partitions' messages, acknowledged unprocessed
         self.dead_by_reason: Counter[str] = Counter()
         self._gen = 0
         self._closing = threading.Event()
@@ -181,7 +184,11 @@ class Collector:
         self._spool_retry_at = 0.0
         self._spool_backoff = 0.5
         self._offline_paused = True
+        # What the pipeline thread is gathering: the next batch and the dead letters cut with it.
         self._batch = Batch()
+        self._dead: list[DeadLetter] = []
+        # The broker sends no more than its in-flight window unacknowledged: cut a batch at half.
+        self._half_window = max(1, settings.mqtt_max_inflight // 2)
         if client_id is None:
             client_id = settings.mqtt_client_id
             if self.partition:
@@ -237,11 +244,8 @@ class Collector:
 
     # -- pipeline thread ---------------------------------------------------------------
     def _pipeline(self) -> None:
-        self._batch = Batch()
-        dead: list[DeadLetter] = []
         last_tick = last_relay = 0.0
         last_arrival = 0  # arrival (wall ms) of the newest burst processed
-        half_window = max(1, self.settings.mqtt_max_inflight // 2)
         if not self.settings.mqtt_share_group:
             # Alone on the stream (or on a partition of it): every registered device we own is
             # expected to speak. In a share group each collector only watches the devices it
@@ -254,12 +258,7 @@ class Collector:
                 item = None
             if item is not None:
                 last_arrival = item.arrived_ms
-                for d in item.deliveries:
-                    self._handle(d, item.gen, item.arrived_ms, self._batch, dead)
-                    if len(self._batch.acks) >= half_window:
-                        # The broker sends no more than its in-flight window unacknowledged.
-                        self._flush(self._batch, dead)
-                        self._batch, dead = Batch(), []
+                self._take(item)
             now = time.monotonic()
             if now - last_tick >= 0.2:
                 last_tick = now
@@ -281,12 +280,11 @@ class Collector:
                 or now - batch.started >= self.settings.batch_max_age_s
                 or (item is None and self._closing.is_set())
             ):
-                self._flush(batch, dead)
-                self._batch, dead = Batch(), []
+                self._cut()
             if item is None and self._closing.is_set() and self.inbox.empty():
                 break
         if self._batch.points:
-            self._flush(self._batch, dead)  # alarm points without messages to ack
+            self._cut()  # alarm points without messages to ack
         self._count_messages()
         for _ in range(self._writers):
             self.outbox.put(None)
@@ -309,17 +307,24 @@ class Collector:
             mine = self._mine[device_id] = partition_of(device_id, self.partition[1]) == self.partition[0]
         return mine
 
-    def _handle(self, d: Delivery, gen: int, arrived_ms: int, batch: Batch, dead: list[DeadLetter]) -> None:
+    def _take(self, item: Inbound) -> None:
+        """Handle one burst, cutting a batch whenever half the in-flight window waits in it."""
+        for d in item.deliveries:
+            self._handle(d, item.gen, item.arrived_ms)
+            if len(self._batch.acks) >= self._half_window:
+                self._cut()
+
+    def _handle(self, d: Delivery, gen: int, arrived_ms: int) -> None:
         topic, payload, mid, qos = d
         if qos:
-            batch.acks.append((gen, mid))
+            self._batch.acks.append((gen, mid))
         if self.partition is not None:
             try:
                 owner = self._owns(self.decoder.topic_info(topic).device_id)
             except TopicError:
                 owner = self.partition[0] == 0  # a topic without a device: partition 0 dead-letters it
             if not owner:
-                self._counts[("#foreign", "")] += 1  # its own collector has its copy; just ack
+                self._foreign += 1  # its own collector has its copy; just acknowledge
                 return
         now_ms = _now_ms()
         res = self.decoder.decode(topic, payload, now_ms)
@@ -330,12 +335,12 @@ class Collector:
         ):
             res = self.decoder.decode(topic, payload, now_ms)  # registered meanwhile
         channel = topic.rsplit("/", 1)[-1]
-        self._counts[("", channel)] += 1
+        self._received[channel] += 1
         if isinstance(res, Rejected):
-            dead.append(self._dead_letter(topic, payload, res))
+            self._dead.append(self._dead_letter(topic, payload, res))
             return
-        self._counts[(res.device.kind, channel)] += 1
-        batch.points.extend(to_points(res, time.time_ns()))
+        self._accepted[(res.device.kind, channel)] += 1
+        self._batch.points.extend(to_points(res, time.time_ns()))
         if channel == "status":
             self._publish(self.engine.evaluate(res.device, res.body, arrived_ms))
         elif channel == "event":
@@ -345,16 +350,17 @@ class Collector:
 
     def _count_messages(self) -> None:
         """Move the per-message counts into stats and Prometheus (batched: they are hot)."""
-        counts, self._counts = self._counts, Counter()
-        for (kind, channel), n in counts.items():
-            if kind == "#foreign":
-                self._stat("foreign", n)
-            elif kind:
-                self._stat("accepted", n)
-                m.MESSAGES_ACCEPTED.labels(kind, channel).inc(n)
-            else:
-                self._stat("received", n)
-                m.MESSAGES_RECEIVED.labels(channel).inc(n)
+        received, accepted, foreign = self._received, self._accepted, self._foreign
+        self._received, self._accepted, self._foreign = Counter(), Counter(), 0
+        for channel, n in received.items():
+            m.MESSAGES_RECEIVED.labels(channel).inc(n)
+        for (kind, channel), n in accepted.items():
+            m.MESSAGES_ACCEPTED.labels(kind, channel).inc(n)
+        with self._stats_lock:
+            self.stats["received"] += received.total()
+            self.stats["accepted"] += accepted.total()
+            if foreign:
+                self.stats["foreign"] += foreign
 
     def _stat(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -502,7 +508,10 @@ class Collector:
             if dev is not None:
                 self.engine.restore_active(dev, a.rule_id, a.onset_ts, a.start_ts, a.severity)
 
-    def _flush(self, batch: Batch, dead: list[DeadLetter]) -> None:
+    def _cut(self) -> None:
+        """Store the gathered dead letters, hand the batch to the writers, start the next."""
+        batch, dead = self._batch, self._dead
+        self._batch, self._dead = Batch(), []
         if dead:
             with self.db.session() as s:
                 s.add_all(dead)

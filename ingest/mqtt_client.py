@@ -93,6 +93,20 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+def _in_packet(command: int = 0, body: bytes | None = None) -> Any:
+    """paho's state of the packet being read: an empty one, or ``body`` read whole."""
+    return {
+        "command": command,
+        "have_remaining": int(body is not None),
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": 0 if body is None else len(body),
+        "packet": bytearray(b"") if body is None else body,
+        "to_process": 0,
+        "pos": 0,
+    }
+
+
 class FastClient(mqtt.Client):
     """paho's Client with buffered, burst-wise reads and batched acknowledgements."""
 
@@ -123,31 +137,13 @@ class FastClient(mqtt.Client):
         if got is None:
             return super()._packet_read()
         command, body = got
-        self._in_packet = {
-            "command": command,
-            "have_remaining": 1,
-            "remaining_count": [],
-            "remaining_mult": 1,
-            "remaining_length": len(body),
-            "packet": body,
-            "to_process": 0,
-            "pos": 0,
-        }
+        self._in_packet = _in_packet(command, body)  # read whole: nothing left to process
         try:
             rc = self._packet_handle()
         except MalformedPacket as exc:
             self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
             rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
-        self._in_packet = {
-            "command": 0,
-            "have_remaining": 0,
-            "remaining_count": [],
-            "remaining_mult": 1,
-            "remaining_length": 0,
-            "packet": bytearray(b""),
-            "to_process": 0,
-            "pos": 0,
-        }
+        self._in_packet = _in_packet()  # paho's "no packet in progress"
         with self._msgtime_mutex:
             self._last_bytes_received = time.monotonic()  # keep-alive bookkeeping (paho's clock)
         return rc

@@ -7,19 +7,17 @@ are inserted directly (SQLAlchemy Core, executemany) into the tables the migrati
 
 from __future__ import annotations
 
-import gzip
 import time
 from typing import Any
 
-import httpx
 from sqlalchemy import insert
 
 from semon.simulators.fleet import DeviceSpec
 from semon.simulators.loadgen import LoadFleet
 from semon.store.db import Database
-from semon.store.influx import encode_lines
+from semon.store.influx import InfluxStore, encode_lines
 from semon.store.models import Device, Firm, UseUnit
-from semon.store.telemetry import Point
+from semon.store.telemetry import STATUS_MEASUREMENT, Point
 
 CHUNK = 5000
 
@@ -79,11 +77,12 @@ def prime_series(influx_url: str, specs: list[DeviceSpec], semon_db: str, peer_d
     """
     t0 = time.time()
     ts = (int(time.time()) - 3600) * 1_000_000_000
-    with httpx.Client(base_url=influx_url, timeout=300) as c:
-        for db, semon in ((semon_db, True), (peer_db, False)):
+    for db, semon in ((semon_db, True), (peer_db, False)):
+        store = InfluxStore(influx_url, db, timeout_s=300)
+        try:
             points = []
             for d in specs:
-                meas = f"{d.kind}_status"
+                meas = STATUS_MEASUREMENT[d.kind]
                 if semon:
                     tags = {"kind": d.kind, "device_id": d.device_id, "district": d.district, "firm": d.firm.firm_id}
                     fields: dict[str, int | float] = {"seq": 0}
@@ -92,10 +91,7 @@ def prime_series(influx_url: str, specs: list[DeviceSpec], semon_db: str, peer_d
                     fields = {"seq": 0.0}
                 points.append(Point(meas, tags, fields, ts, ""))
             for i in range(0, len(points), CHUNK):
-                body = gzip.compress(encode_lines(points[i : i + CHUNK]), 1)
-                r = c.post(
-                    "/write", params={"db": db, "precision": "ns"}, content=body,
-                    headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
-                )  # fmt: skip
-                r.raise_for_status()
+                store.write_lines(encode_lines(points[i : i + CHUNK]))  # raises on any refusal
+        finally:
+            store.close()
     return time.time() - t0

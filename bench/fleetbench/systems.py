@@ -22,8 +22,9 @@ import httpx
 from fleetbench.services import Influx, Mosquitto, Postgres, Proc, free_port
 from semon.simulators.loadgen import LoadFleet
 from semon.simulators.rawpub import RawPublisher
+from semon.store.telemetry import STATUS_MEASUREMENT
 
-STATUS_MEASUREMENTS = ("elevator_status", "vessel_status")
+STATUS_MEASUREMENTS = tuple(STATUS_MEASUREMENT.values())
 
 
 def forget_session(port: int, client_id: str) -> None:

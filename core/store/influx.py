@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -31,7 +31,11 @@ def _field(v: FieldValue) -> str:
         return f"{v}i"
     if isinstance(v, float):
         return repr(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _esc_str(str(v)) + '"'
+
+
+def _esc_str(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"') if ("\\" in v or '"' in v) else v
 
 
 # The encoder runs for every point (tens of thousands a second at fleet scale), so what repeats
@@ -61,28 +65,17 @@ def _prefix(p: Point) -> str:
     return prefix
 
 
+def _key(k: str) -> str:
+    ek = _KEYS.get(k)
+    if ek is None:
+        ek = k.translate(_TAG_ESCAPE)
+        if len(_KEYS) < 10_000:  # field names come from the contract: a handful
+            _KEYS[k] = ek
+    return ek
+
+
 def _fields_generic(fields: dict[str, FieldValue]) -> str:
-    out = []
-    for k, v in fields.items():
-        ek = _KEYS.get(k)
-        if ek is None:
-            ek = k.translate(_TAG_ESCAPE)
-            if len(_KEYS) < 10_000:  # field names come from the contract: a handful
-                _KEYS[k] = ek
-        t = type(v)
-        if t is float:
-            out.append(f"{ek}={v!r}")
-        elif t is bool:
-            out.append(ek + ("=true" if v else "=false"))
-        elif t is int:
-            out.append(f"{ek}={v}i")
-        else:
-            out.append(f"{ek}={_field(v)}")
-    return ",".join(out)
-
-
-def _esc_str(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"') if ("\\" in v or '"' in v) else v
+    return ",".join([f"{_key(k)}={_field(v)}" for k, v in fields.items()])
 
 
 _TF = ("false", "true")
@@ -96,7 +89,8 @@ _FMT: dict[type, tuple[str, str, str]] = {
 # Points of one kind share their field names and types (a status model): for each field-name
 # tuple a formatter is generated once — one f-string for the whole field set — and used while
 # the values have the types it was made for; any other point goes through the generic loop.
-_SHAPED: dict[tuple[str, ...], tuple[tuple[type, ...], object] | None] = {}
+# None: no formatter for that field set (the generic loop serves it).
+_SHAPED: dict[tuple[str, ...], Callable[[dict[str, FieldValue]], str | None] | None] = {}
 SHAPES_MAX = 1000
 
 
@@ -104,14 +98,14 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def _compile(keys: tuple[str, ...], types: tuple[type, ...]) -> object:
+def _compile(keys: tuple[str, ...], types: tuple[type, ...]) -> Callable[[dict[str, FieldValue]], str | None] | None:
     if not keys or len(keys) > 64 or any(t not in _FMT for t in types):
         return None
     names = [f"v{i}" for i in range(len(keys))]
     parts = []
     for i, (k, t, n) in enumerate(zip(keys, types, names, strict=True)):
         before, expr, after = _FMT[t]
-        key = ("," if i else "") + k.translate(_TAG_ESCAPE) + "="
+        key = ("," if i else "") + _key(k) + "="
         parts.append(_literal(key + before) + expr % n + _literal(after))
     checks = " and ".join(f"type({n}) is {t.__name__}" for n, t in zip(names, types, strict=True))
     body = "".join(parts)
@@ -119,23 +113,18 @@ def _compile(keys: tuple[str, ...], types: tuple[type, ...]) -> object:
     src += "    return None\n"
     ns: dict[str, object] = {"_TF": _TF, "_esc": _esc_str}
     exec(src, ns)  # source made of escaped field names and the fixed pieces above
-    return ns["enc"]
+    return ns["enc"]  # type: ignore[return-value]
 
 
 def _fields(fields: dict[str, FieldValue]) -> str:
     keys = tuple(fields)
-    c = _SHAPED.get(keys)
-    if c is None:
-        if keys in _SHAPED or len(_SHAPED) >= SHAPES_MAX:
+    try:
+        fn = _SHAPED[keys]
+    except KeyError:
+        if len(_SHAPED) >= SHAPES_MAX:
             return _fields_generic(fields)
-        types = tuple(type(v) for v in fields.values())
-        fn = _compile(keys, types)
-        _SHAPED[keys] = (types, fn) if fn is not None else None
-        if fn is None:
-            return _fields_generic(fields)
-        c = _SHAPED[keys]
-        assert c is not None
-    out = c[1](fields)  # type: ignore[operator]
+        fn = _SHAPED[keys] = _compile(keys, tuple(type(v) for v in fields.values()))
+    out = fn(fields) if fn is not None else None
     return out if out is not None else _fields_generic(fields)
 
 
@@ -146,7 +135,7 @@ def encode_point(p: Point) -> str:
 
 def encode_lines(points: Sequence[Point]) -> bytes:
     """A write body for ``points``."""
-    return "\n".join([f"{_prefix(p)} {_fields(p.fields)} {p.time_ns}" for p in points]).encode()
+    return "\n".join([encode_point(p) for p in points]).encode()
 
 
 def quote_ident(name: str) -> str:
