@@ -2,6 +2,12 @@
 
 * One active alarm per device and type is guaranteed by the database (partial unique index),
   so two collectors racing to raise the same alarm end up with one row.
+* Transitions of one (device, type) are serialized (:meth:`AlarmStore._serialize`) and fenced
+  in device time: a raise whose onset lies before the last rules-clear's end, or a clear or
+  severity change older than the active alarm's onset, comes from a stale view of the stream
+  (a redelivered backlog, a second collector that saw part of it) and changes nothing. Without
+  the serialization the fence is a check-then-insert race: one collector's clear committing
+  between another's check and insert gave a second alarm for one entrapment.
 * Severity rises and falls on the same alarm; acknowledge, clear, comment and assign are
   recorded with who and when. Every transition is an ``alarm_events`` row, published on
   ``semon/v1/alarms/{firm}/{device}``; ``published_at`` marks what the broker acknowledged
@@ -12,13 +18,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from semon.rules.base import AlarmTransition
@@ -126,10 +133,24 @@ class AlarmStore:
             return self._severity(t)
         return self._clear(t)
 
+    def _serialize(self, s: Any, device_id: str, alarm_type: str) -> None:
+        """Hold, until ``s`` ends, the lock that orders the transitions of one (device, type).
+
+        PostgreSQL: a transaction-scoped advisory lock on a 63-bit hash of the pair (other pairs
+        never wait). SQLite: take the database's write lock now (a no-op UPDATE) rather than at
+        the first INSERT, so what the transaction reads stays true until it commits.
+        """
+        if self.db.engine.dialect.name == "postgresql":
+            digest = hashlib.blake2b(f"{device_id}\x1f{alarm_type}".encode(), digest_size=8).digest()
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
+        elif self.db.engine.dialect.name == "sqlite":
+            s.execute(text("UPDATE alarms SET id = id WHERE 0 = 1"))
+
     def _raise(self, t: AlarmTransition) -> Stored | None:
         now = _now()
         try:
             with self.db.session() as s:
+                self._serialize(s, t.device.id, t.rule.alarm_type)
                 # A redelivered backlog after a crash replays conditions that an alarm already
                 # covered and cleared: an alarm cannot begin before the previous one ended. (After
                 # a manual clear the condition may rightly go on: that raises a new alarm.)
@@ -180,11 +201,20 @@ class AlarmStore:
             return None
 
     def _active_for(self, s: Any, t: AlarmTransition) -> Alarm | None:
-        return s.scalar(
+        """The active alarm a clear or severity change applies to, under the pair's lock; None
+        when there is none, or when the transition is older than the alarm (a stale view)."""
+        self._serialize(s, t.device.id, t.rule.alarm_type)
+        a = s.scalar(
             select(Alarm)
             .where(Alarm.device_id == t.device.id, Alarm.type == t.rule.alarm_type, Alarm.active)
             .with_for_update()
         )
+        if a is not None and t.ts < a.onset_ts:
+            log.info(
+                "stale %s of %s on %s (ts %d < onset %d)", t.event, t.rule.alarm_type, t.device.id, t.ts, a.onset_ts
+            )
+            return None
+        return a
 
     def _severity(self, t: AlarmTransition) -> Stored | None:
         now = _now()

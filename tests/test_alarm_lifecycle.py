@@ -17,7 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
 
 from semon.api.app import create_app
 from semon.ingest.collector import Collector
@@ -95,6 +96,69 @@ def test_concurrent_raisers_leave_exactly_one_active_alarm(stack: Stack, tmp_pat
     assert len(alarms(stack)) == 1
     with stack.db.session() as s:
         assert len(s.scalars(select(AlarmEvent)).all()) == 1
+
+
+def _in_dbapi_execute(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside a database call (running or waiting for a lock)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "do_execute":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_stale_raise_racing_a_clear_never_makes_a_second_alarm(stack: Stack, tmp_path: Path):
+    """Two collectors on one device's stream (a share group, a hand-over): one clears the alarm
+    while the other, a few messages behind, raises it from its older view. Whatever the
+    interleaving, the stale raise must not become a second alarm for the same entrapment.
+
+    The clear is held open at its commit until the raise is inside its first database call: the
+    interleaving that made the check-then-insert race give two alarms."""
+    small_registry(stack.db, tmp_path / "reg.csv")
+    dev = load_registry(stack.db)["E1"]
+    spec = RuleSpec("elevator.trapped_passenger", "elevator", "trapped_passenger", Severity.critical)
+    t0 = 1_764_000_000_000
+    store = AlarmStore(stack.db)
+    assert store.apply(AlarmTransition("raised", spec, dev, t0, t0 + 20_000, "trapped", {}, Severity.critical))
+    clear = AlarmTransition("cleared", spec, dev, t0, t0 + 40_000, "", {}, Severity.critical)
+    stale = AlarmTransition("raised", spec, dev, t0 + 1_000, t0 + 21_000, "trapped", {}, Severity.critical)
+    clearing = threading.Event()
+    results: dict[str, object] = {}
+    raiser = threading.Thread(target=lambda: results.__setitem__("raise", AlarmStore(stack.db).apply(stale)))
+
+    def hold_commit(session: object) -> None:
+        if threading.current_thread().name == "clearer" and not clearing.is_set():
+            clearing.set()
+            raiser.start()
+            wait_until(lambda: _in_dbapi_execute(raiser) or not raiser.is_alive(), 20, "the raise in the database")
+
+    clearer = threading.Thread(target=lambda: results.__setitem__("clear", store.apply(clear)), name="clearer")
+    event.listen(Session, "before_commit", hold_commit)
+    try:
+        clearer.start()
+        clearer.join(60)
+        raiser.join(60)
+    finally:
+        event.remove(Session, "before_commit", hold_commit)
+    assert clearing.is_set() and results["clear"] is not None
+    assert results["raise"] is None
+    assert [(a.active, a.onset_ts) for a in alarms(stack)] == [(False, t0)]
+
+
+def test_a_stale_clear_leaves_a_newer_alarm_alone(stack: Stack, tmp_path: Path):
+    """A clear from a view that ended before the active alarm began (a lagging collector) is stale."""
+    small_registry(stack.db, tmp_path / "reg.csv")
+    dev = load_registry(stack.db)["E1"]
+    spec = RuleSpec("elevator.trapped_passenger", "elevator", "trapped_passenger", Severity.critical)
+    t0 = 1_764_000_000_000
+    store = AlarmStore(stack.db)
+    assert store.apply(AlarmTransition("raised", spec, dev, t0 + 60_000, t0 + 80_000, "trapped", {}, Severity.critical))
+    assert store.apply(AlarmTransition("cleared", spec, dev, t0, t0 + 45_000, "", {}, Severity.critical)) is None
+    assert store.apply(AlarmTransition("severity_changed", spec, dev, t0, t0 + 46_000, "", {}, Severity.major)) is None
+    assert [(a.active, a.severity) for a in alarms(stack)] == [(True, "critical")]
+    assert store.apply(AlarmTransition("cleared", spec, dev, t0 + 60_000, t0 + 90_000, "", {}, Severity.critical))
+    assert [a.active for a in alarms(stack)] == [False]
 
 
 def test_operator_actions_are_relayed_and_a_manual_clear_re_raises_while_the_condition_holds(
