@@ -30,6 +30,7 @@ from semon.api.openapi import install_openapi
 from semon.api.problems import install_problem_handlers
 from semon.config import Settings
 from semon.logs import setup_logging
+from semon.notify.canary import Canary
 from semon.notify.dispatcher import Dispatcher
 from semon.store import open_telemetry
 from semon.store.db import Database
@@ -89,6 +90,12 @@ def create_app(
                 dispatcher = Dispatcher(cfg, app.state.db, name="api-dispatcher")
                 dispatcher.start()
                 closers.append(dispatcher.stop)
+            if cfg.canary_enabled:
+                # The pipeline canary: a collector that stops answering raises "monitoring degraded".
+                canary = Canary(cfg, app.state.db, name="api")
+                canary.start()
+                app.state.canary = canary
+                closers.append(canary.stop)
             yield
         finally:
             for close in reversed(closers):
@@ -101,6 +108,7 @@ def create_app(
                 app.state.db = None
             if telemetry is None:
                 app.state.telemetry = None
+            app.state.canary = None
 
     app = FastAPI(
         title="semon API",
@@ -113,6 +121,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter(cfg.api_rate_per_s, cfg.api_rate_burst)
     app.state.db = db
     app.state.telemetry = telemetry
+    app.state.canary = None
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     install_problem_handlers(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 
@@ -20,10 +20,11 @@ router = APIRouter(tags=["operations"])
     "/health",
     response_model=HealthOut,
     summary="Health of the API and its stores",
-    responses={503: {"model": HealthOut, "description": "database unavailable"}},
+    responses={503: {"model": HealthOut, "description": "database unavailable, or the pipeline canary is silent"}},
 )
-def health(db: DbDep, telemetry: TelemetryDep, response: Response) -> HealthOut:
-    """200 while the database answers (telemetry down only degrades), 503 otherwise.
+def health(db: DbDep, telemetry: TelemetryDep, request: Request, response: Response) -> HealthOut:
+    """200 while the database answers and the pipeline canary hears every collector (telemetry
+    down only degrades), 503 otherwise, with the reason.
 
     The 503 body is this same document, not a problem: probes and humans read the same fields.
     """
@@ -39,13 +40,17 @@ def health(db: DbDep, telemetry: TelemetryDep, response: Response) -> HealthOut:
     except Exception as e:
         log.warning("health: telemetry ping failed: %s", e)
         tel_ok = False
-    if not db_ok:
+    canary = request.app.state.canary
+    pipeline = canary.health() if canary is not None else None
+    canary_ok = pipeline is None or pipeline["ok"]
+    if not db_ok or not canary_ok:
         response.status_code = 503
     return HealthOut(
-        status="ok" if db_ok and tel_ok else "degraded",
+        status="ok" if db_ok and tel_ok and canary_ok else "degraded",
         version=semon.__version__,
         db=db_ok,
         telemetry=tel_ok,
+        pipeline=pipeline,
     )
 
 

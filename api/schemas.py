@@ -65,6 +65,10 @@ class HealthOut(BaseModel):
     version: str
     db: bool = Field(description="relational database answered SELECT 1")
     telemetry: bool = Field(description="telemetry store answered its ping")
+    pipeline: dict[str, Any] | None = Field(
+        None,
+        description="the pipeline canary (absent when disabled): ok, reason, seconds since each collector's last echo",
+    )
 
 
 # -------------------------------------------------------------------------------- paging

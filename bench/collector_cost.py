@@ -110,18 +110,19 @@ def main() -> None:
         n_warm = -(-warm // a.read)
 
         def pipeline(items: list[Inbound]) -> None:
-            # The pipeline thread's per-read work (Collector._pipeline without its timers).
+            # The pipeline thread's per-read work (Pipeline.run without its timers).
             for item in items:
                 item.arrived_ms = int(time.time() * 1000)
-                col._take(item)
+                col.pipeline._take(item)
 
         def writer() -> None:
-            while not col.outbox.empty():
-                b = col.outbox.get_nowait()
+            q = col.telemetry_sink.queue
+            while not q.empty():
+                b = q.get_nowait()
                 if b is not None:
                     store.write_encoded(store.encode(b.points))
 
-        col.outbox.maxsize = 0  # unbounded: no writer thread runs here
+        col.telemetry_sink.queue.maxsize = 0  # unbounded: no writer thread runs here
         pipeline(reads[:n_warm])
         writer()
         measured = reads[n_warm:]
@@ -133,8 +134,8 @@ def main() -> None:
             prof.enable()
         pipeline(measured)
         t1 = time.process_time()
-        col._count_messages()
-        col._cut()
+        col.pipeline._count_messages()
+        col.pipeline._cut()
         writer()
         t2 = time.process_time()
         if prof:

@@ -25,12 +25,15 @@ app.add_typer(maintenance_app, name="maintenance")
 console = Console(stderr=True)
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
+def _wait_for_signal(failed: threading.Event | None = None) -> bool:
+    """Block until SIGINT or SIGTERM — or until ``failed`` is set; returns whether it was."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):
+        if failed is not None and failed.is_set():
+            return True
+    return False
 
 
 @app.command()
@@ -39,6 +42,7 @@ def collect(
 ) -> None:
     """Run a collector: MQTT → validation → rules → InfluxDB/SQLite and the alarm store."""
     from semon.ingest.collector import Collector, tune_runtime
+    from semon.ingest.supervision import EXIT_STAGE_FAILED
     from semon.metrics import serve_health
     from semon.rules.maintenance.reversion import install_reversion
     from semon.store import open_telemetry
@@ -55,12 +59,15 @@ def collect(
     db = Database(s.db_url)
     col = Collector(s, db, open_telemetry(s))
     install_reversion(col)
-    srv = serve_health("0.0.0.0", s.health_port if health_port is None else health_port, col.health)
+    srv = serve_health(s.health_host, s.health_port if health_port is None else health_port, col.health)
     col.start()
-    _wait_for_signal()
+    failed = _wait_for_signal(col.fatal)  # a failed stage ends the process: the service manager restarts it
     col.stop()
     srv.shutdown()
     db.dispose()
+    if failed:
+        console.print("[red]semon collect: a collector stage failed (see the CRITICAL log line); exiting[/]")
+        raise typer.Exit(EXIT_STAGE_FAILED)
 
 
 @app.command()
@@ -372,6 +379,7 @@ def deliver() -> None:
     Any number may run beside the API's own dispatcher (SEMON_DISPATCHER_ENABLED); they never
     send one delivery twice at the same time.
     """
+    from semon.notify.canary import Canary
     from semon.notify.dispatcher import Dispatcher
     from semon.store.db import Database
 
@@ -380,7 +388,12 @@ def deliver() -> None:
     db = Database(s.db_url)
     d = Dispatcher(s, db, name="semon-deliver")
     d.start()
+    canary = Canary(s, db, name="deliver") if s.canary_enabled else None
+    if canary is not None:
+        canary.start()
     _wait_for_signal()
+    if canary is not None:
+        canary.stop()
     d.stop()
     db.dispose()
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Operator rules file (TOML): thresholds, enabling, per kind / firm / device overrides.
     rules_file: Path | None = None
     health_port: int = 9108
+    # Where the collector's /health and /metrics listen; 0.0.0.0 to let another host scrape them.
+    health_host: str = "127.0.0.1"
 
     # API.
     api_host: str = "127.0.0.1"
@@ -92,6 +94,11 @@ class Settings(BaseSettings):
     rescue_alarm_types: list[str] = ["trapped_passenger"]
     rescue_arrival_limit_s: float = Field(1800.0, gt=0)
     rescue_response_limit_s: float = Field(180.0, gt=0)
+    # Pipeline canary (docs/alerts.md): `semon api` / `semon deliver` ping every collector through
+    # the broker each interval; no echo from one for the timeout raises "monitoring degraded".
+    canary_enabled: bool = True
+    canary_interval_s: float = Field(5.0, gt=0)
+    canary_timeout_s: float = Field(20.0, gt=0)
     # Calendar of KPI periods (day / week / month boundaries).
     report_timezone: str = "Asia/Shanghai"
 

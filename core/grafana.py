@@ -50,7 +50,10 @@ DEVICE_INFO_FIELDS: dict[str, type] = {
     "design_pressure": float,
     "design_temperature": float,
 }
-_REPO_DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "json"
+# An install carries the boards in the package (semon/dashboards/json, pyproject package-data);
+# a checkout (and its editable install) has them in the top-level dashboards/ beside core/.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_BUNDLED_DASHBOARDS = (_PACKAGE_DIR / "dashboards" / "json", _PACKAGE_DIR.parent / "dashboards" / "json")
 
 
 class PushError(RuntimeError):
@@ -58,9 +61,11 @@ class PushError(RuntimeError):
 
 
 def default_dashboards_dir() -> Path:
-    """``./dashboards/json`` when run from a checkout, else the one beside the (editable) package."""
+    """``./dashboards/json`` when run from a checkout, else the boards that came with the package."""
     here = Path.cwd() / "dashboards" / "json"
-    return here if here.is_dir() else _REPO_DASHBOARDS
+    if here.is_dir():
+        return here
+    return next((d for d in _BUNDLED_DASHBOARDS if d.is_dir()), _BUNDLED_DASHBOARDS[0])
 
 
 def load_dashboards(directory: Path) -> list[dict[str, Any]]:

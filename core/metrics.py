@@ -22,6 +22,11 @@ SPOOL_BATCHES = Gauge("semon_spool_batches", "Batches waiting in the spool")
 SPOOL_BYTES = Gauge("semon_spool_bytes", "Bytes waiting in the spool")
 QUEUE_DEPTH = Gauge("semon_ingest_queue_depth", "Messages received but not yet evaluated")
 UNACKED = Gauge("semon_unacked_messages", "Messages evaluated but not yet acknowledged to the broker")
+ALARM_JOURNAL = Gauge("semon_alarm_journal_records", "Alarm records kept in the local journal (database away)")
+STAGE_UP = Gauge("semon_stage_up", "1 while a collector stage runs and beats, else 0", ["stage"])
+HEALTH_OK = Gauge("semon_health_ok", "1 while alarms are evaluated and delivered (/health 200), else 0")
+LAST_MESSAGE_AGE = Gauge("semon_last_message_age_seconds", "Seconds since the pipeline last processed a message")
+DEGRADED = Gauge("semon_degraded", "1 while a degraded condition is in force", ["condition"])
 ALARM_TRANSITIONS = Counter("semon_alarm_transitions_total", "Alarm transitions", ["type", "event"])
 WRITE_SECONDS = Histogram(
     "semon_telemetry_write_seconds",
@@ -31,7 +36,8 @@ WRITE_SECONDS = Histogram(
 
 
 def serve_health(host: str, port: int, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
-    """Serve ``/health`` (JSON, 503 when not ok) and ``/metrics`` in a daemon thread."""
+    """Serve ``/health`` (JSON; 200 while ``status`` is "ok" or "degraded", else 503) and
+    ``/metrics`` in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -40,7 +46,7 @@ def serve_health(host: str, port: int, health: Callable[[], dict[str, Any]]) -> 
             elif self.path == "/health":
                 h = health()
                 body, ctype = json.dumps(h).encode(), "application/json"
-                code = 200 if h.get("status") == "ok" else 503
+                code = 200 if h.get("status") in ("ok", "degraded") else 503
             else:
                 body, ctype, code = b"not found\n", "text/plain", 404
             self.send_response(code)

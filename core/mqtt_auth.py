@@ -55,7 +55,9 @@ def acl_text(accts: list[Account]) -> str:
     for a in accts:
         lines.append(f"user {a.username}")
         if a.role == "collector":
+            # Devices' topics and canary pings in, alarms and canary echoes out.
             lines += [f"topic read {PREFIX}/+/+/+", f"topic write {PREFIX}/alarms/#"]
+            lines.append(f"topic readwrite {PREFIX}/canary/#")
         elif a.role == "device":
             lines.append(f"topic write {PREFIX}/{a.kind}/{a.subject}/#")
         else:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from semon.rules.base import AlarmTransition
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
+from semon.store.notify_models import NotifyLate
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,53 @@ def event_message(ev: AlarmEvent, a: Alarm) -> dict[str, Any]:
     return msg
 
 
+# The alarm columns an alarm message carries (alarm_message), by message key.
+_SNAPSHOT = {
+    "alarm_id": "id", "device_id": "device_id", "kind": "kind", "firm_id": "firm_id", "type": "type",
+    "rule_id": "rule_id", "severity": "severity", "active": "active", "acknowledged": "acknowledged",
+    "assignee": "assignee", "onset_ts": "onset_ts", "start_ts": "start_ts", "end_ts": "end_ts",
+    "message": "message", "details": "details",
+}  # fmt: skip
+
+
+def snapshot_columns(msg: dict[str, Any]) -> dict[str, Any]:
+    """The alarm's columns as an alarm message states them (to rebuild a transient Alarm)."""
+    return {col: msg[key] for key, col in _SNAPSHOT.items()}
+
+
 @dataclass(slots=True)
 class Stored:
     """A stored transition: its event row id and the message to publish."""
 
     event_id: int
     message: dict[str, Any]
+
+
+def new_alarm(t: AlarmTransition, now: datetime, alarm_id: int | None = None) -> Alarm:
+    """The alarm a raise transition begins (not yet in any session)."""
+    code = t.rule.id.startswith("code.")
+    return Alarm(
+        id=alarm_id, device_id=t.device.id, kind=t.device.kind, firm_id=t.device.firm_id or None,
+        type=t.rule.alarm_type, rule_id=t.rule.id, severity=t.severity.value, active=True, acknowledged=False,
+        assignee=None, onset_ts=t.onset_ts, start_ts=t.ts, end_ts=None, created_at=now, updated_at=now,
+        message=t.message, details=t.details, raw_code=t.details.get("code") if code else None,
+        code_scheme=t.details.get("scheme") if code else None,
+    )  # fmt: skip
+
+
+def change_alarm(a: Alarm, t: AlarmTransition, now: datetime) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """Apply a severity change or a clear to an active alarm: the event's details and the
+    message's extra fields, or None when it changes nothing."""
+    if t.event == "severity_changed":
+        if a.severity == t.severity.value:
+            return None
+        before = a.severity
+        a.severity, a.updated_at = t.severity.value, now
+        if t.message:
+            a.message = t.message
+        return {**t.details, "from": before, "to": a.severity}, {"from": before}
+    a.active, a.end_ts, a.updated_at, a.cleared_by = False, t.ts, now, RULES_ACTOR
+    return t.details, None
 
 
 def _now() -> datetime:
@@ -127,11 +169,7 @@ class AlarmStore:
     # -- from the rule engine ------------------------------------------------------------
     def apply(self, t: AlarmTransition) -> Stored | None:
         """Store an engine transition; None when it changes nothing (already raised elsewhere…)."""
-        if t.event == "raised":
-            return self._raise(t)
-        if t.event == "severity_changed":
-            return self._severity(t)
-        return self._clear(t)
+        return self._raise(t) if t.event == "raised" else self._change(t)
 
     def _serialize(self, s: Any, device_id: str, alarm_type: str) -> None:
         """Hold, until ``s`` ends, the lock that orders the transitions of one (device, type).
@@ -171,24 +209,7 @@ class AlarmStore:
                         last_end,
                     )
                     return None
-                a = Alarm(
-                    device_id=t.device.id,
-                    kind=t.device.kind,
-                    firm_id=t.device.firm_id or None,
-                    type=t.rule.alarm_type,
-                    rule_id=t.rule.id,
-                    severity=t.severity.value,
-                    active=True,
-                    acknowledged=False,
-                    onset_ts=t.onset_ts,
-                    start_ts=t.ts,
-                    created_at=now,
-                    updated_at=now,
-                    message=t.message,
-                    details=t.details,
-                    raw_code=t.details.get("code") if t.rule.id.startswith("code.") else None,
-                    code_scheme=t.details.get("scheme") if t.rule.id.startswith("code.") else None,
-                )
+                a = new_alarm(t, now)
                 s.add(a)
                 s.flush()
                 ev = AlarmEvent(alarm_id=a.id, event="raised", ts=t.ts, at=now, severity=a.severity, details=t.details)
@@ -216,35 +237,69 @@ class AlarmStore:
             return None
         return a
 
-    def _severity(self, t: AlarmTransition) -> Stored | None:
+    def _change(self, t: AlarmTransition) -> Stored | None:
         now = _now()
         with self.db.session() as s:
             a = self._active_for(s, t)
-            if a is None or a.severity == t.severity.value:
+            changed = None if a is None else change_alarm(a, t, now)
+            if a is None or changed is None:
                 return None
-            before = a.severity
-            a.severity, a.updated_at = t.severity.value, now
-            if t.message:
-                a.message = t.message
-            details = {**t.details, "from": before, "to": a.severity}
-            ev = AlarmEvent(
-                alarm_id=a.id, event="severity_changed", ts=t.ts, at=now, severity=a.severity, details=details
-            )
+            details, extra = changed
+            ev = AlarmEvent(alarm_id=a.id, event=t.event, ts=t.ts, at=now, severity=a.severity, details=details)
             s.add(ev)
             s.flush()
-            return Stored(ev.id, alarm_message(a, "severity_changed", t.ts, extra={"from": before}, event_id=ev.id))
+            return Stored(ev.id, alarm_message(a, t.event, t.ts, extra=extra, event_id=ev.id))
 
-    def _clear(self, t: AlarmTransition) -> Stored | None:
-        now = _now()
+    # -- transitions published while the database was away ---------------------------------
+    def reserve_ids(self, n_alarms: int, n_events: int) -> tuple[list[int], list[int]]:
+        """Alarm and event ids drawn now from the database's sequences, for a collector to publish
+        transitions under while the database is away (PostgreSQL; elsewhere none)."""
+        if self.db.engine.dialect.name != "postgresql":
+            return [], []
+        draw = "SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"
         with self.db.session() as s:
-            a = self._active_for(s, t)
-            if a is None:
-                return None
-            a.active, a.end_ts, a.updated_at, a.cleared_by = False, t.ts, now, RULES_ACTOR
-            ev = AlarmEvent(alarm_id=a.id, event="cleared", ts=t.ts, at=now, severity=a.severity, details=t.details)
-            s.add(ev)
+            alarm_ids = [int(x) for x in s.scalars(text(draw), {"t": "alarms", "n": n_alarms})]
+            event_ids = [int(x) for x in s.scalars(text(draw), {"t": "alarm_events", "n": n_events})]
+        return alarm_ids, event_ids
+
+    def store_provisional(self, msg: dict[str, Any], details: dict[str, Any], at: datetime, published: bool) -> bool:
+        """Store a transition a collector published during a database outage, under the ids it
+        was published with; queue it for the dispatcher's scan. False when the database's state
+        no longer allows it (another collector raised the same alarm meanwhile): logged, since
+        the message went out."""
+        with self.db.session() as s:
+            self._serialize(s, msg["device_id"], msg["type"])
+            if msg["event"] == "raised":
+                a = Alarm(**snapshot_columns(msg), created_at=at, updated_at=at)
+                a.raw_code = msg["details"].get("code") if msg["rule_id"].startswith("code.") else None
+                a.code_scheme = msg["details"].get("scheme") if msg["rule_id"].startswith("code.") else None
+                try:
+                    with s.begin_nested():
+                        s.add(a)
+                        s.flush()
+                except IntegrityError:
+                    log.warning("alarm %d published during the outage is already active under another id", a.id)
+                    return False
+            else:
+                a = s.get(Alarm, msg["alarm_id"], with_for_update=True)
+                if a is None or not a.active:
+                    log.warning("%s of alarm %s published in an outage: not active", msg["event"], msg["alarm_id"])
+                    return False
+                a.severity, a.updated_at = msg["severity"], at
+                if msg["event"] == "cleared":
+                    a.active, a.end_ts, a.cleared_by = False, msg["end_ts"], RULES_ACTOR
+                if msg["message"]:
+                    a.message = msg["message"]
+            s.add(
+                AlarmEvent(
+                    id=msg["event_id"], alarm_id=a.id, event=msg["event"], ts=msg["ts"], at=at,
+                    severity=msg["severity"], actor=RULES_ACTOR, details=details,
+                    published_at=_now() if published else None,
+                )
+            )  # fmt: skip
             s.flush()
-            return Stored(ev.id, alarm_message(a, "cleared", t.ts, event_id=ev.id))
+            s.add(NotifyLate(event_id=msg["event_id"], queued_at=_now()))
+        return True
 
     # -- operators (API) -----------------------------------------------------------------
     def _operate(self, alarm_id: int, actor: str, event: str, details: dict[str, Any], change: Any) -> Alarm:

@@ -278,7 +278,7 @@ def test_two_collectors_on_one_shared_subscription_raise_no_duplicate_alarms(sta
     logs = [tmp_path / "c1.log", tmp_path / "c2.log"]
     procs = [_collector(stack, f"semon-c{i}", logs[i]) for i in range(2)]
     try:
-        wait_until(lambda: all("session present" in lg.read_text() for lg in logs if lg.exists()) and all(
+        wait_until(lambda: all("MQTT subscribed" in lg.read_text() for lg in logs if lg.exists()) and all(
             lg.exists() for lg in logs), 20, "both collectors connected")  # fmt: skip
         t0 = now_ms() - 120_000
         msgs = trapped_stream("E1", t0, 60, 5, 40) + trapped_stream("E2", t0, 60, 10, 50)

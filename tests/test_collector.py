@@ -113,7 +113,7 @@ def test_batches_written_out_of_order_are_acknowledged_in_arrival_order(tmp_path
     col = Collector(s, db, SqliteTelemetryStore(tmp_path / "t.db"))
     sent: list[list[int]] = []
     col.client.ack_many = lambda mids: sent.append(list(mids))  # type: ignore[method-assign]
-    gen = col._gen
+    gen = col.source.gen
     batches = [Batch(acks=[(gen, 3 * k + i + 1) for i in range(3)], seq=k) for k in range(4)]
     col._acknowledge(batches[1])
     col._acknowledge(batches[3])
@@ -124,4 +124,5 @@ def test_batches_written_out_of_order_are_acknowledged_in_arrival_order(tmp_path
     assert sent == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
     assert col.stats["acked"] == 12
     col.spool.close()
+    col.alarm_sink.journal.close()
     db.dispose()

@@ -118,7 +118,7 @@ def test_two_partitioned_collectors_keep_per_device_order_and_state(stack: Stack
     procs = [_collector(stack, i, 2, logs[i]) for i in range(2)]
     try:
         wait_until(
-            lambda: all(lg.exists() and "session present" in lg.read_text() for lg in logs), 60, "both connected"
+            lambda: all(lg.exists() and "MQTT subscribed" in lg.read_text() for lg in logs), 60, "both connected"
         )
         publish_all(stack.settings, msgs, client_id="scaleout-pub")
         expected = {d: list(range(1, len(s) + 1)) for d, s in streams.items()}

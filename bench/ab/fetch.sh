@@ -5,7 +5,8 @@ set -euo pipefail
 rev=$1 dir=$2
 mkdir -p "$dir"
 cd "$(dirname "$0")/../.."
-for f in ingest/collector.py ingest/decode.py ingest/spool.py ingest/mqtt_client.py core/store/influx.py; do
+# core/cli.py too: `semon collect` drives the collector, and its interface changed with the stages.
+for f in ingest/collector.py ingest/decode.py ingest/spool.py ingest/mqtt_client.py core/store/influx.py core/cli.py; do
   git show "$rev:$f" > "$dir/$(basename "$f")" 2>/dev/null || rm -f "$dir/$(basename "$f")"
 done
 ls "$dir"

@@ -5,7 +5,7 @@
 
 Python imports ``sitecustomize`` at start-up from the path; every process the harness starts
 (collectors, load generator) inherits the environment, so the whole run uses the modules in
-``SEMON_AB_DIR`` (collector, decode, spool, MQTT client, InfluxDB encoder — those present).
+``SEMON_AB_DIR`` (collector, decode, spool, MQTT client, InfluxDB encoder, CLI — those present).
 Without ``SEMON_AB_DIR`` this does nothing.
 """
 
@@ -36,6 +36,7 @@ if _DIR and os.path.isdir(_DIR):
         ("semon.ingest.mqtt_client", "mqtt_client.py"),
         ("semon.ingest.decode", "decode.py"),
         ("semon.ingest.collector", "collector.py"),
+        ("semon.cli", "cli.py"),
     ):
         if os.path.exists(os.path.join(_DIR, _file)):
             _load(_name, os.path.join(_DIR, _file))

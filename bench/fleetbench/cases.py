@@ -140,28 +140,47 @@ def check_loss(expected: dict[str, int], stored: dict[str, tuple[int, float, flo
     }  # fmt: skip
 
 
-def alarm_check(system: System, alarms: list[tuple[int, dict[str, Any]]], truth: list[dict[str, Any]]) -> dict:
-    """Match alarms to injected faults: latency, missed, duplicates, alarms on devices without a fault."""
+def alarm_check(
+    system: System,
+    alarms: list[tuple[int, dict[str, Any]]],
+    truth: list[dict[str, Any]],
+    seen_events: set[int] | None = None,
+) -> dict:
+    """Match alarms to injected faults: latency, missed, duplicates, alarms on devices without a fault.
+
+    semon's transitions are counted by what they mean, not by how many copies arrived. Delivery
+    on the alarm topic is at least once and ``event_id`` is the consumers' dedupe key
+    (docs/alerts.md): a transition whose ``event_id`` was already received — re-published by the
+    relay because its PUBACK came after the collector stopped waiting, or an earlier case's
+    transition relayed by this case's collector (same database) — is ``redelivered``, not a new
+    alarm. A *duplicate* is a second alarm (another ``alarm_id``) raised for one fault; the
+    escalation of the alarm already raised is the same alarm. ``seen_events`` (the event ids of
+    the earlier cases on the same database) is updated in place.
+    """
     faulted = {t["device_id"] for t in truth}
     peer = system.db.startswith("nodered")  # the Node-RED flow: stateless alarms, no duration rule
-    raised: dict[tuple[str, str], list[int]] = {}
-    other = 0
+    seen = seen_events if seen_events is not None else set()
+    # (device, type) → [(arrival, alarm id)]; the peer's messages have no id: each is its own alarm.
+    raised: dict[tuple[str, str], list[tuple[int, object]]] = {}
+    other = redelivered = 0
+    other_alarms: set[object] = set()
     other_types: Counter[str] = Counter()
-    for recv, m in alarms:
-        if peer:
-            key = (str(m.get("device_id")), str(m.get("type")))
-            recv_list = raised.setdefault(key, [])
-            recv_list.append(recv)
-            if key[0] not in faulted:
-                other += 1
-                other_types[key[1]] += 1
-            continue
-        escalated = m.get("event") == "severity_changed" and m.get("severity") == "critical"
-        if m.get("event") != "raised" and not escalated:
-            continue
+    for n, (recv, m) in enumerate(alarms):
         key = (str(m.get("device_id")), str(m.get("type")))
-        raised.setdefault(key, []).append(recv)
-        if key[0] not in faulted:
+        if not peer:
+            event_id = m.get("event_id")
+            if event_id is not None:
+                if event_id in seen:
+                    redelivered += 1
+                    continue
+                seen.add(event_id)
+            escalated = m.get("event") == "severity_changed" and m.get("severity") == "critical"
+            if m.get("event") != "raised" and not escalated:
+                continue
+        alarm: object = ("message", n) if peer or m.get("alarm_id") is None else m["alarm_id"]
+        raised.setdefault(key, []).append((recv, alarm))
+        if key[0] not in faulted and alarm not in other_alarms:
+            other_alarms.add(alarm)
             other += 1
             other_types[key[1]] += 1
     latencies: list[float] = []
@@ -170,17 +189,17 @@ def alarm_check(system: System, alarms: list[tuple[int, dict[str, Any]]], truth:
     for t in truth:
         if peer and t["alarm_type"] == "trapped_passenger":
             continue  # the Node-RED flow has no duration rule
-        got = sorted(r for r in raised.get((t["device_id"], t["alarm_type"]), []) if r >= t["onset_ts"] - 1000)
+        got = sorted(x for x in raised.get((t["device_id"], t["alarm_type"]), []) if x[0] >= t["onset_ts"] - 1000)
         if not got:
             missed += 1
             continue
-        latencies.append(max(0, got[0] - t["due_ts"]))
+        latencies.append(max(0, got[0][0] - t["due_ts"]))
         if not peer:
-            dup += sum(1 for _ in got[1:])
+            dup += len({alarm for _, alarm in got}) - 1
     considered = len([t for t in truth if not (peer and t["alarm_type"] == "trapped_passenger")])
     return {
         "faults": considered, "detected": considered - missed, "missed": missed, "duplicates": dup,
-        "alarms_without_fault": other, "alarms_without_fault_by_type": dict(other_types),
+        "redelivered": redelivered, "alarms_without_fault": other, "alarms_without_fault_by_type": dict(other_types),
         "latency_ms": {
             "p50": pct(latencies, 0.5), "p95": pct(latencies, 0.95), "p99": pct(latencies, 0.99),
             "max": max(latencies) if latencies else None,
@@ -225,6 +244,9 @@ class Runner:
         self.listener = listener
         self.log = log
         self.n = 0
+        # semon event ids received in this runner's cases (one database per fleet phase): a case's
+        # collector relays what an earlier one left unmarked, and that is no new alarm.
+        self.seen_events: set[int] = set()
 
     def _observer(self, system: System, case_dir: Path) -> Observer:
         obs = Observer(self.ctx.influx, self.listener, case_dir / "status.json")
@@ -339,7 +361,7 @@ class Runner:
                 "broker_store_last": stores[-1] if stores else None,
             },
             "loss": loss,
-            "alarms": alarm_check(system, own, truth),
+            "alarms": alarm_check(system, own, truth, self.seen_events),
             "cpu_pct": cpu,
             "peak_rss_mb": {k: round(v) for k, v in obs.peak_rss.items()},
             "series": [[round(s.t - t_start, 1), s.sent, s.acked, s.points, s.store, s.cpu] for s in obs.series],

@@ -37,6 +37,12 @@ def _lat(res: dict[str, Any]) -> str:
     return f"{_n(lat.get('p50'))} / {_n(lat.get('p95'))} / {_n(lat.get('p99'))} ({a['detected']}/{a['faults']})"
 
 
+def _dups(a: dict[str, Any]) -> str:
+    """Duplicate / other alarms, and the transitions received again (same ``event_id``), if any."""
+    text = f"{a.get('duplicates', '–')} / {a.get('alarms_without_fault', '–')}"
+    return text + (f" ({a['redelivered']} redelivered)" if a.get("redelivered") else "")
+
+
 def case_rows(cases: list[dict[str, Any]]) -> str:
     """One row per case."""
     head = (
@@ -66,7 +72,7 @@ def case_rows(cases: list[dict[str, Any]]) -> str:
             f"| {r['case']} | {r['system']} | {load} | {_n(r.get('published_rate'))} | {acc} | "
             f"**{lost:,}** of {r['loss']['published']:,} | {_n(b.get('growth_msgs'))} / {_n(b.get('max_msgs'))} "
             f"({_n(b.get('broker_store_max'))}) | {r.get('drain_s') if r.get('drain_s') is not None else '–'} | "
-            f"{_lat(r)} | {a.get('duplicates', '–')} / {a.get('alarms_without_fault', '–')} | {_cpu(r)} | {_rss(r)} | "
+            f"{_lat(r)} | {_dups(a)} | {_cpu(r)} | {_rss(r)} | "
             f"{verdict} |"
         )
     return head + "\n".join(rows) + "\n"

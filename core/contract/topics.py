@@ -15,7 +15,11 @@ CHANNELS = ("status", "event", "online")
 # Device ids end up in topics, InfluxDB tags and URLs: keep them to a safe alphabet.
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
-SUBSCRIPTIONS = tuple(f"{PREFIX}/{k}/+/{c}" for k in KINDS for c in CHANNELS)
+# The pipeline canary (docs/alerts.md): a checker publishes pings, every collector answers each
+# one it took through its pipeline with an echo (a level deeper, so collectors never read echoes).
+CANARY_PINGS = f"{PREFIX}/canary/+/ping"
+
+SUBSCRIPTIONS = (*(f"{PREFIX}/{k}/+/{c}" for k in KINDS for c in CHANNELS), CANARY_PINGS)
 
 
 class TopicError(ValueError):
@@ -54,3 +58,21 @@ def device_topic(kind: str, device_id: str, channel: str) -> str:
 def alarm_topic(firm_id: str | None, device_id: str) -> str:
     """Topic an alarm transition is published on (``_`` when the device has no firm)."""
     return f"{PREFIX}/alarms/{firm_id or '_'}/{device_id}"
+
+
+def canary_ping_topic(checker: str) -> str:
+    """Topic a canary checker publishes its pings on."""
+    return f"{PREFIX}/canary/{checker}/ping"
+
+
+def canary_echo_topic(checker: str, collector: str) -> str:
+    """Topic a collector answers a checker's ping on."""
+    return f"{PREFIX}/canary/{checker}/echo/{collector}"
+
+
+def canary_checker(topic: str) -> str | None:
+    """The checker a canary ping topic belongs to; None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[2] == "canary" and parts[4] == "ping" and f"{parts[0]}/{parts[1]}" == PREFIX:
+        return parts[3]
+    return None

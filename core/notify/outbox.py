@@ -5,9 +5,10 @@
 and resumes after a restart. Ids are handed out at insert but become visible at commit, so a
 lower id may appear after a higher one; the watermark therefore stops below any missing id
 until it shows up or :attr:`Settings.notify_gap_timeout_s` passes (then it was a rolled-back
-insert — concurrent raisers leave those). Rows above a gap are processed at once, and every
-write is idempotent (unique keys + ``ON CONFLICT DO NOTHING``), so a rescan after a restart, or
-two dispatchers scanning together, add nothing twice.
+insert — concurrent raisers leave those — or an id a collector reserved for a database outage;
+such a transition, stored later, is queued in ``notify_late`` and taken from there). Rows above
+a gap are processed at once, and every write is idempotent (unique keys + ``ON CONFLICT DO
+NOTHING``), so a rescan after a restart, or two dispatchers scanning together, add nothing twice.
 
 **Draining.** :func:`claim` takes due ``pending`` rows by moving their ``next_attempt_at`` a lease
 ahead (``UPDATE … WHERE status='pending' AND next_attempt_at <= now … RETURNING``, with
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -35,7 +36,7 @@ from semon.notify.webhooks import backoff_s, utc, wants
 from semon.rules.alarms import event_message
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device
-from semon.store.notify_models import NotifyState, Webhook, WebhookDelivery
+from semon.store.notify_models import NotifyLate, NotifyState, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,13 @@ class Scanner:
             )
             fresh = s.execute(q.where(AlarmEvent.id > self.cursor).order_by(AlarmEvent.id).limit(SCAN_BATCH)).all()
             late = s.execute(q.where(AlarmEvent.id.in_(list(self.gaps)))).all() if self.gaps else []
+            # Transitions a collector stored after a database outage, under ids it had reserved
+            # (and published them with): below the scan position by now, so queued for us.
+            queued = list(s.scalars(select(NotifyLate.event_id).order_by(NotifyLate.event_id).limit(SCAN_BATCH)))
+            if queued:
+                seen = {r[0].id for r in (*fresh, *late)}
+                late += [r for r in s.execute(q.where(AlarmEvent.id.in_(queued))).all() if r[0].id not in seen]
+                s.execute(delete(NotifyLate).where(NotifyLate.event_id.in_(queued)))
             rows = sorted([*late, *fresh], key=lambda r: r[0].id)
             # Ids skipped by the fresh rows are transactions not yet committed (or rolled back).
             expected = self.cursor + 1
@@ -162,10 +170,15 @@ class Scanner:
             if fresh:
                 self.cursor = fresh[-1][0].id
             timeout = self.settings.notify_gap_timeout_s
-            for missing, seen in list(self.gaps.items()):
-                if now_mono - seen >= timeout:
-                    log.info("alarm_events id %d never appeared in %.0f s: treated as rolled back", missing, timeout)
-                    del self.gaps[missing]
+            given_up = [missing for missing, noticed in self.gaps.items() if now_mono - noticed >= timeout]
+            for missing in given_up:
+                del self.gaps[missing]
+            if given_up:
+                log.info(
+                    "%d alarm_events ids (%d…%d) never appeared in %.0f s: rolled back, or reserved by a "
+                    "collector (stored later through notify_late)",
+                    len(given_up), min(given_up), max(given_up), timeout,
+                )  # fmt: skip
             mark = min(self.gaps) - 1 if self.gaps else self.cursor
             if mark > self.watermark:
                 # Monotonic: another dispatcher may already be further along.

@@ -148,6 +148,10 @@ def quote_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# What :meth:`InfluxStore.encode` produces: line protocol, one point a line.
+INFLUX_LINES = "influx-lines"
+
+
 class InfluxError(RuntimeError):
     """InfluxDB answered a query with an error."""
 
@@ -157,6 +161,7 @@ class InfluxStore:
 
     #: httpx.Client is thread-safe: the collector may write from several threads at once.
     concurrent_writes = True
+    encoding = INFLUX_LINES
 
     def __init__(self, url: str, db: str, token: str | None = None, timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")

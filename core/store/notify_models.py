@@ -88,6 +88,15 @@ class NotifyState(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class NotifyLate(Base):
+    """A transition stored after the dispatcher's scan passed its id (published during a
+    database outage under a reserved id); the scan takes it from here and deletes the row."""
+
+    __tablename__ = "notify_late"
+    event_id: Mapped[int] = mapped_column(_ID, ForeignKey("alarm_events.id", ondelete="CASCADE"), primary_key=True)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Escalation(Base):
     """An escalation to the regulator; the unique key makes concurrent dispatchers escalate once."""
 

@@ -180,7 +180,8 @@ def load_registry(db: Database) -> dict[str, DeviceInfo]:
         Device.bottom_floor, Device.set_pressure, Device.design_temperature, Device.design_pressure, Device.attributes,
     )  # fmt: skip
     with db.session() as s:
-        rows = s.execute(select(*cols)).all()
+        # Devices that send telemetry; the platform's own row (its alarms, notify/canary.py) is not one.
+        rows = s.execute(select(*cols).where(Device.kind != "platform")).all()
     return {
         r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None)
         for r in rows

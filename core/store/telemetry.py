@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
+
 FieldValue = float | int | bool | str
 
 # Measurements written by the collector (schema explained in docs/storage.md).
@@ -36,6 +38,23 @@ class Point:
     device_id: str = field(default="")
 
 
+# The store-neutral encoding of a batch: a JSON array of [measurement, device, time_ns, tags,
+# fields]. The spool keeps batches in it, so a spool written for one store replays into another.
+POINTS_JSON = "points-json"
+
+
+def encode_points(points: Sequence[Point]) -> bytes:
+    """A batch in the store-neutral encoding (:data:`POINTS_JSON`)."""
+    return orjson.dumps(
+        [(p.measurement, p.device_id or p.tags.get("device_id", ""), p.time_ns, p.tags, p.fields) for p in points]
+    )
+
+
+def decode_points(body: bytes) -> list[Point]:
+    """The points of a batch in the store-neutral encoding."""
+    return [Point(m, tags, fields, t, d) for m, d, t, tags, fields in orjson.loads(body)]
+
+
 class TelemetryUnavailable(RuntimeError):
     """The store could not durably take the write (down, slow, refused); retry later."""
 
@@ -45,6 +64,8 @@ class TelemetryStore(Protocol):
 
     #: Whether writes may come from several threads at once (the collector then overlaps them).
     concurrent_writes: bool
+    #: The encoding :meth:`encode` produces (a spooled batch records the one it is in).
+    encoding: str
 
     def write(self, points: Sequence[Point]) -> None:
         """Store ``points`` durably or raise :class:`TelemetryUnavailable`."""

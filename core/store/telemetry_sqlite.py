@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
+from semon.store.telemetry import POINTS_JSON, FieldValue, Point, TelemetryUnavailable, encode_points
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -27,6 +27,7 @@ class SqliteTelemetryStore:
     """Points keyed like InfluxDB's (measurement, device, time): a rewrite overwrites."""
 
     concurrent_writes = False  # one SQLite connection: the collector writes from one thread
+    encoding = POINTS_JSON
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -43,10 +44,8 @@ class SqliteTelemetryStore:
         self.write_encoded(self.encode(points))
 
     def encode(self, points: Sequence[Point]) -> bytes:
-        """A batch as one JSON array (what the spool would keep)."""
-        return orjson.dumps(
-            [(p.measurement, p.device_id or p.tags.get("device_id", ""), p.time_ns, p.tags, p.fields) for p in points]
-        )
+        """A batch in the store-neutral JSON encoding."""
+        return encode_points(points)
 
     def write_encoded(self, body: bytes) -> list[tuple[bytes, str]]:
         """Upsert an encoded batch; SQLite refuses no row of ours."""

@@ -30,7 +30,11 @@ from semon.store.registry import DeviceInfo
 log = logging.getLogger(__name__)
 
 # (topic, JSON payload) → publish; the collector's MQTT client or a short-lived one in the CLI.
-Notifier = Callable[[str, bytes], None]
+# It may return the publish handle (paho's MQTTMessageInfo): the transition is then marked
+# published once the broker acknowledged it; otherwise a collector's relay confirms it later.
+Notifier = Callable[[str, bytes], Any]
+# How long a maintenance run waits for the broker to acknowledge one notice.
+PUBACK_WAIT_S = 5.0
 DAY_MS = 86_400_000
 
 _CLASS_LABEL = {"half_month": "half-month", "quarterly": "quarterly", "half_year": "half-year", "yearly": "yearly"}
@@ -91,8 +95,10 @@ def transition(
 def publish(store: AlarmStore, t: AlarmTransition, notify: Notifier | None) -> dict[str, Any] | None:
     """Apply a transition; publish the stored message (if any) on the firm's alarm topic.
 
-    Without a notifier (CLI / API without a broker) the transition stays marked unpublished,
-    and a running collector relays it to the alarm topic.
+    It is marked published only after the broker's PUBACK (publish first, mark after: at least
+    once). Without a notifier (CLI / API without a broker), or without an acknowledgement in
+    time, the transition stays unmarked and a running collector relays it to the alarm topic
+    (consumers drop the repeat by ``event_id``).
     """
     stored: Any = store.apply(t)
     if stored is None:
@@ -100,12 +106,16 @@ def publish(store: AlarmStore, t: AlarmTransition, notify: Notifier | None) -> d
     msg: dict[str, Any] = stored.message if hasattr(stored, "message") else stored
     if notify is not None:
         try:
-            notify(alarm_topic(msg["firm_id"], msg["device_id"]), orjson.dumps(msg))
+            info = notify(alarm_topic(msg["firm_id"], msg["device_id"]), orjson.dumps(msg))
+            acknowledged = False
+            if info is not None:
+                info.wait_for_publish(PUBACK_WAIT_S)
+                acknowledged = info.is_published()
         except Exception:  # the alarm is stored; a broker hiccup must not undo planning
             log.exception("publishing %s of %s failed", msg["type"], msg["device_id"])
             return msg
         mark = getattr(store, "mark_published", None)
-        if mark is not None and hasattr(stored, "event_id"):
+        if acknowledged and mark is not None and hasattr(stored, "event_id"):
             mark([stored.event_id])
     return msg
 
