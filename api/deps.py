@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from semon.api.timeparse import now_ms
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
 
@@ -20,8 +21,19 @@ def get_telemetry(request: Request) -> TelemetryStore:
     return request.app.state.telemetry
 
 
+def get_now_ms() -> int:
+    """The request's "now", epoch ms: the wall clock.
+
+    Routes that turn "now" into a calendar day (maintenance due dates, inspection status, firm
+    rates) read it from here once per request, so whoever embeds the app can fix the day with
+    ``app.dependency_overrides[get_now_ms]`` (the tests plan on a fixed date that way).
+    """
+    return now_ms()
+
+
 DbDep = Annotated[Database, Depends(get_db)]
 TelemetryDep = Annotated[TelemetryStore, Depends(get_telemetry)]
+NowMs = Annotated[int, Depends(get_now_ms)]
 
 MAX_PAGE = 1000
 Limit = Annotated[

@@ -72,6 +72,9 @@ class SimulationConfig:
     password: str | None = None
     ack_timeout_s: float = 30.0  # how long to wait for outstanding PUBACKs at the end
     offline_at_end: bool = False  # publish retained "0" on every online topic when done
+    # End when *device* time has covered duration_s × speed, however long that takes on the wall:
+    # the same messages and faults on a loaded machine as on an idle one (tests).
+    device_time_bound: bool = False
     scenario: str | None = None  # "mixed": every fault type, ``per_type`` times (needs duration_s)
     per_type: int = 3
     scenario_types: list[str] | None = None  # restrict the mixed scenario to these fault types
@@ -238,11 +241,15 @@ def _step_loop(
     dumps = orjson.dumps
     publish = pub.publish
     next_view = 0.0
-    deadline = None if cfg.duration_s is None else t0 + cfg.duration_s
+    bounded_by_device = cfg.device_time_bound and cfg.duration_s is not None
+    deadline = None if cfg.duration_s is None or bounded_by_device else t0 + cfg.duration_s
+    horizon_ms = None if cfg.duration_s is None else cfg.duration_s * speed_ms
     try:
         while not stop.is_set():
             wall = time.monotonic() - t0
-            if cfg.duration_s is not None and wall >= cfg.duration_s:
+            if horizon_ms is not None and bounded_by_device and engine.elapsed_ms >= horizon_ms:
+                break
+            if cfg.duration_s is not None and not bounded_by_device and wall >= cfg.duration_s:
                 break
             if wall >= next_view:
                 view.update(wall, engine.elapsed_ms / 1000, engine.messages, pub.sent, pub.acked, engine.active_faults)

@@ -35,7 +35,6 @@ from semon.store.telemetry_sqlite import SqliteTelemetryStore
 
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 MIN = 60_000
-NOW = time.time_ns() // 1_000_000
 PROBLEM = "application/problem+json"
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
@@ -110,7 +109,7 @@ def _status(device: str, ts: int, seq: int, **fields: object) -> Point:
                  {"device_id": device}, fields, point_time_ns(ts, seq), device)  # type: ignore[arg-type]
 
 
-def _points() -> list[Point]:
+def _points(now: int) -> list[Point]:
     pts = [
         _status("EL-0001", T0 + i * MIN, i, mode="normal", running=i % 2 == 0, floor=i,
                 speed=0.25 + i * 0.1)
@@ -121,9 +120,9 @@ def _points() -> list[Point]:
         _status("EL-0001", T0 + 10 * MIN, 101, mode="inspection", running=False, floor=10, speed=0.5),
         _status("EL-0001", T0 + 10 * MIN, 102, mode="inspection", running=False, floor=11, speed=0.5),
         _status("EL-0002", T0 + MIN, 1, mode="normal", running=True, floor=3, speed=1.25),
-        _status("V-0001", NOW - 120 * MIN, 1, pressure=0.75, temperature=20.5),
-        _status("V-0001", NOW - 30 * MIN, 2, pressure=0.81, temperature=24.5),
-        _status("V-0001", NOW - 10 * MIN, 3, pressure=0.83, temperature=24.75),
+        _status("V-0001", now - 120 * MIN, 1, pressure=0.75, temperature=20.5),
+        _status("V-0001", now - 30 * MIN, 2, pressure=0.81, temperature=24.5),
+        _status("V-0001", now - 10 * MIN, 3, pressure=0.83, temperature=24.75),
     ]
     return pts[::-1]  # written newest first: the API must still answer in time order
 
@@ -138,9 +137,17 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 @pytest.fixture(scope="module")
-def sqlite_tel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteTelemetryStore]:
+def now() -> int:
+    """The live instant V-0001's recent points hang off: taken when the module first fills a store,
+    not at import, so the default window ("last hour") still holds them however long the tests
+    before this module ran."""
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def sqlite_tel(tmp_path_factory: pytest.TempPathFactory, now: int) -> Iterator[SqliteTelemetryStore]:
     store = SqliteTelemetryStore(tmp_path_factory.mktemp("api-tel") / "tel.db")
-    store.write(_points())
+    store.write(_points(now))
     yield store
     store.close()
 
@@ -221,7 +228,7 @@ def tel_client(request: pytest.FixtureRequest, db: Database,
         url = request.getfixturevalue("influx_url")
         influx = InfluxStore(url, f"semon_test_{uuid.uuid4().hex[:8]}")
         influx.ensure_database()
-        influx.write(_points())
+        influx.write(_points(request.getfixturevalue("now")))
         store = influx
     with TestClient(create_app(Settings(api_auth="open"), db=db, telemetry=store)) as c:
         yield c
@@ -378,7 +385,7 @@ def test_unknown_device_is_404_problem(client: TestClient) -> None:
 
 
 # ----------------------------------------------------------------------------- telemetry
-def test_latest(tel_client: TestClient) -> None:
+def test_latest(tel_client: TestClient, now: int) -> None:
     r = tel_client.get("/devices/EL-0001/latest")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -388,7 +395,7 @@ def test_latest(tel_client: TestClient) -> None:
     # Same millisecond, higher seq wins; time and device_id are not repeated in values.
     assert body["values"] == {"mode": "inspection", "running": False, "floor": 11, "speed": 0.5}
     body = tel_client.get("/devices/V-0001/latest").json()
-    assert body["kind"] == "vessel" and body["time"] == NOW - 10 * MIN
+    assert body["kind"] == "vessel" and body["time"] == now - 10 * MIN
     assert body["values"] == {"pressure": 0.83, "temperature": 24.75}
 
 
@@ -426,13 +433,13 @@ def test_telemetry_limit_and_same_ms_points(tel_client: TestClient) -> None:
                                                                  (T0 + 10 * MIN, 11)]
 
 
-def test_telemetry_default_window_is_last_hour(tel_client: TestClient) -> None:
+def test_telemetry_default_window_is_last_hour(tel_client: TestClient, now: int) -> None:
     body = tel_client.get("/devices/V-0001/telemetry").json()
     assert body["end"] - body["start"] == 60 * MIN
     assert abs(body["end"] - time.time() * 1000) < 60_000
-    assert [p["time"] for p in body["points"]] == [NOW - 30 * MIN, NOW - 10 * MIN]
+    assert [p["time"] for p in body["points"]] == [now - 30 * MIN, now - 10 * MIN]
     # start alone: until now.
-    body = tel_client.get("/devices/V-0001/telemetry", params={"start": NOW - 180 * MIN}).json()
+    body = tel_client.get("/devices/V-0001/telemetry", params={"start": now - 180 * MIN}).json()
     assert [p["pressure"] for p in body["points"]] == [0.75, 0.81, 0.83]
 
 

@@ -51,6 +51,7 @@ def test_mixed_scenario_detects_every_fault_type(stack: Stack, tmp_path: Path):
                 duration_s=horizon_s / SPEED, speed=SPEED, seed=SEED, scenario="mixed", per_type=2,
                 scenario_types=[t for t in FAULT_TYPES if not t.startswith("offline")], faults=OFFLINE,
                 truth_path=tmp_path / "truth.jsonl", client_id="scenario-sim",
+                device_time_bound=True,  # every scheduled fault happens, however loaded the machine
             )
         )  # fmt: skip
         sent = res.total_messages + res.total_events + res.online_messages

@@ -84,6 +84,7 @@ def simulate(stack: Stack, tmp_path: Path) -> SimulationResult:
             speed=SPEED,
             truth_path=tmp_path / "truth.jsonl",
             client_id="test-sim",
+            device_time_bound=True,  # the same volume and faults on a loaded machine
         )
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -18,6 +18,7 @@ from sqlalchemy import select
 from semon.ingest.collector import Collector
 from semon.rules.maintenance import install_reversion, load_policy, run_planning, update_device_facts, update_firm
 from semon.rules.maintenance.facts import update_use_unit
+from semon.rules.maintenance.service import utc_day
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.store.influx import InfluxStore
@@ -60,16 +61,20 @@ def test_entrapment_reverts_a_90_day_elevator_within_seconds(stack: Stack, tmp_p
     import_devices_csv(stack.db, tmp_path / "registry.csv")
     spec = fleet.by_id[TARGET]
     firm = spec.firm.firm_id
+    # Live: the simulator publishes now, so this test plans at the real clock, and every date it
+    # sets is relative to that one instant (the registry's fixed install years only score the
+    # other elevators, which fail the online gate whatever the day).
+    now = int(time.time() * 1000)
+    today = utc_day(now)
     # Registry facts that earn the top tier, and 30 days of healthy history in InfluxDB.
     update_firm(stack.db, firm, {"firm_tech_level": 5, "firm_credit_grade": "A", "firm_credit_score": 98.0})
     update_use_unit(stack.db, spec.use_unit.unit_id, {"use_unit_mgmt_level": 5})
-    update_device_facts(stack.db, TARGET, {"commission_date": date.today() - timedelta(days=200),
-                                           "inspection_valid_until": date.today() + timedelta(days=160),
+    update_device_facts(stack.db, TARGET, {"commission_date": today - timedelta(days=200),
+                                           "inspection_valid_until": today + timedelta(days=160),
                                            "liability_insurance": True})  # fmt: skip
     influx = stack.telemetry()
     assert isinstance(influx, InfluxStore)
     influx.ensure_database()
-    now = int(time.time() * 1000)
     influx.write(history_points(load_registry(stack.db), TARGET, now))
 
     run = run_planning(stack.db, influx, POLICY, at_ms=now)

@@ -4,7 +4,6 @@ audit trail, live reversion triggers, records and rates, compliance alarms, API 
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from semon.api.app import create_app
+from semon.api.deps import get_now_ms
 from semon.config import Settings
 from semon.ingest.decode import Decoder, to_points
 from semon.rules.alarms import AlarmStore
@@ -32,7 +32,7 @@ from semon.rules.maintenance import (
     update_firm,
 )
 from semon.rules.maintenance.compliance import device_info, transition
-from semon.rules.maintenance.service import firm_rates
+from semon.rules.maintenance.service import firm_rates, utc_day
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Firm, UseUnit
@@ -43,6 +43,10 @@ from tests.helpers import REGISTRY_HEADER
 
 POLICY = load_policy()
 DAY_MS = 86_400_000
+# The module's clock: history, facts, plans, records and API "now" all hang off this instant
+# (2026-11-26T08:00:00Z), never off the machine's clock, so no result depends on the day it runs.
+NOW = 1_795_680_000_000
+TODAY = utc_day(NOW)
 GOOD = [f"E{i}" for i in range(1, 9)]  # healthy, monitored, on-demand candidates
 FIRM = "F001"
 
@@ -101,13 +105,12 @@ def history_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     d = tmp_path_factory.mktemp("history")
     db = Database(f"sqlite:///{d}/reg.db")
     write_registry(db, d / "registry.csv")
-    now = int(time.time() * 1000)
     tel = SqliteTelemetryStore(d / "telemetry.db")
-    copy_history(tel, history_points(load_registry(db), GOOD[0], now), GOOD)
+    copy_history(tel, history_points(load_registry(db), GOOD[0], NOW), GOOD)
     tel._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     tel.close()
     db.dispose()
-    return d / "telemetry.db", now
+    return d / "telemetry.db", NOW
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -121,12 +124,22 @@ def env(
     shutil.copy(history_file[0], tmp_path / "telemetry.db")
     tel = SqliteTelemetryStore(tmp_path / "telemetry.db")
     for d in GOOD:
-        update_device_facts(db, d, {"inspection_valid_until": date.today() + timedelta(days=200),
+        update_device_facts(db, d, {"inspection_valid_until": TODAY + timedelta(days=200),
                                     "liability_insurance": True})  # fmt: skip
-    # The module's history ends when it was built; plan as of then plus the time since.
-    yield db, tel, int(time.time() * 1000)
+    yield db, tel, NOW  # the history ends at NOW: plan as of then
     tel.close()
     db.dispose()
+
+
+def api_client(db: Database, tel: SqliteTelemetryStore, now_ms: int) -> TestClient:
+    """The API on these stores, its clock stopped at ``now_ms``."""
+    app = create_app(Settings(db_url=db.url, api_auth="open"), db=db, telemetry=tel)
+    app.dependency_overrides[get_now_ms] = lambda: now_ms
+    return TestClient(app)
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def plans(db: Database) -> dict[str, MaintenancePlan]:
@@ -216,7 +229,7 @@ def test_planning_decides_from_facts_and_live_data_and_keeps_an_audit_trail(env)
     assert first.inputs["registry"]["firm_credit_grade"] == "A"
 
     # "Why was E1 on 90 days then?" — the decision in force at a past instant.
-    with TestClient(create_app(Settings(db_url=db.url, api_auth="open"), db=db, telemetry=tel)) as api:
+    with api_client(db, tel, now + 120_000) as api:
         then = api.get("/devices/E1/maintenance", params={"at": str(now + 30_000)}).json()
         assert then["decision"]["mode"] == "on_demand_90" and "credit grade A" in then["decision"]["reasons"][0]
         cur = api.get("/devices/E1/maintenance").json()
@@ -238,7 +251,7 @@ def test_live_reversion_triggers(env):
     run_planning(db, tel, POLICY, at_ms=now)
     assert {d: p.mode for d, p in plans(db).items() if d in GOOD} == dict.fromkeys(GOOD, "on_demand_90")
     sent: list[tuple[str, bytes]] = []
-    rev = Reversion(db, POLICY, notify=lambda t, b: sent.append((t, b)))
+    rev = Reversion(db, POLICY, notify=lambda t, b: sent.append((t, b)), clock=lambda: now)
     h = 3_600_000
     for typ in ("safety_circuit_open", "overspeed"):
         raise_alarm(db, "E3", typ, "major", now - 5 * DAY_MS)  # two major faults earlier this month
@@ -273,7 +286,7 @@ def test_live_reversion_triggers(env):
     assert p["E1"].reasons[0].startswith("reversion: entrapment: trapped_passenger alarm")
     assert p["E3"].reasons[0].startswith("reversion: major_faults: 3 major faults in the last 30 days")
     assert p["E7"].reasons[0].startswith("reversion: offline: terminal offline for 25.0 h")
-    assert p["E1"].half_month_due == datetime.fromtimestamp(time.time(), UTC).date()  # due now, not in the past
+    assert p["E1"].half_month_due == utc_day(now)  # due now, not in the past
     with db.session() as s:
         d = s.get(MaintenanceDecision, p["E1"].decision_id)
         assert d.trigger == "reversion" and d.inputs["previous_mode"] == "on_demand_90"
@@ -312,9 +325,10 @@ def test_records_recompute_due_dates_clear_overdue_alarms_and_feed_firm_rates(en
     assert ("E9", "maintenance_overdue_half_month") in active_alarms(db)
     assert not any(typ.startswith("maintenance_overdue") for dev, typ in active_alarms(db) if dev in GOOD)
 
-    today = datetime.now(UTC)
+    # The visits are done on the first plan day and entered three days later.
+    today, entered = utc(now), utc(later)
     rec, published = record_visit(db, POLICY, device_id="E9", item_classes=["half_month"], performed_at=today,
-                                  technician="Li Wei", paperless=True)  # fmt: skip
+                                  technician="Li Wei", paperless=True, now=entered)  # fmt: skip
     assert rec.item_class == "half_month" and rec.on_time  # due date (first plan day) is today
     assert [m["event"] for m in published] == ["cleared"]
     assert ("E9", "maintenance_overdue_half_month") not in active_alarms(db)
@@ -323,10 +337,10 @@ def test_records_recompute_due_dates_clear_overdue_alarms_and_feed_firm_rates(en
     with db.session() as s:
         s.get(MaintenancePlan, "E2").half_month_due = today.date() - timedelta(days=2)
     late, _ = record_visit(db, POLICY, device_id="E2", item_classes=["half_month"], performed_at=today,
-                           technician="Zhang", paperless=False)  # fmt: skip
+                           technician="Zhang", paperless=False, now=entered)  # fmt: skip
     assert not late.on_time
     y, _ = record_visit(db, POLICY, device_id="E3", item_classes=["yearly"], performed_at=today, technician="Wu",
-                        paperless=True)  # fmt: skip
+                        paperless=True, now=entered)  # fmt: skip
     assert y.item_classes == ["half_month", "quarterly", "half_year", "yearly"]
     e3 = plans(db)["E3"]
     assert e3.half_month_due == today.date() + timedelta(days=e3.interval_days)
@@ -341,16 +355,16 @@ def test_records_recompute_due_dates_clear_overdue_alarms_and_feed_firm_rates(en
     assert ("V1", "inspection_overdue") not in active_alarms(db)
     with pytest.raises(ValueError, match="unknown item class"):
         record_visit(db, POLICY, device_id="E1", item_classes=["weekly"], performed_at=today, technician="x",
-                     paperless=True)  # fmt: skip
+                     paperless=True, now=entered)  # fmt: skip
     with pytest.raises(ValueError, match="maintenance records are for elevators"):
         record_visit(db, POLICY, device_id="V1", item_classes=["yearly"], performed_at=today, technician="x",
-                     paperless=True)  # fmt: skip
+                     paperless=True, now=entered)  # fmt: skip
 
 
 def test_api_facts_records_rates_inspections(env, tmp_path: Path):
     db, tel, now = env
     run_planning(db, tel, POLICY, at_ms=now)
-    with TestClient(create_app(Settings(db_url=db.url, api_auth="open"), db=db, telemetry=tel)) as api:
+    with api_client(db, tel, now + 60_000) as api:
         r = api.patch("/devices/E9/maintenance/facts", json={"commission_date": "2026-01-02",
                                                              "inspection_valid_until": "2027-01-01"})  # fmt: skip
         assert r.status_code == 200 and r.json()["commission_date"] == "2026-01-02"
@@ -388,34 +402,43 @@ def test_api_facts_records_rates_inspections(env, tmp_path: Path):
         r = api.post("/maintenance/plans/run", json={"device_ids": ["E9"], "dry_run": True}).json()
         assert r["elevators"] == 1 and r["plans"][0]["device_id"] == "E9"
         r = api.post("/maintenance/plans/run").json()
-        assert r["elevators"] == 9 and sum(r["modes"].values()) == 9
+        assert r["elevators"] == 9 and sum(r["modes"].values()) == 9 and r["as_of"] == TODAY.isoformat()
+    # The day is the app's clock's, not the machine's: a year on, every inspection has run out.
+    with api_client(db, tel, now + 365 * DAY_MS) as api:
+        ins = api.get("/maintenance/inspections", params={"kind": "elevator", "status": "overdue"}).json()
+        assert {i["device_id"] for i in ins["items"]} == {*GOOD, "E9"}
 
 
 @pytest.mark.parametrize("env", ["postgres"], indirect=True)  # the SQLite path is the same code
 def test_cli_plan_outputs_table_csv_and_excel(env, tmp_path: Path, monkeypatch):
-    db, tel, _ = env
+    db, tel, now = env
     from semon.cli import app
 
     monkeypatch.setenv("SEMON_DB_URL", db.url)
     monkeypatch.setenv("SEMON_TELEMETRY_SQLITE_PATH", str(tel.path))
     monkeypatch.delenv("SEMON_INFLUX_URL", raising=False)
     runner = CliRunner()
-    r = runner.invoke(app, ["maintenance", "plan", "--format", "csv"])
+    at = ["--at", str(now)]  # as of the end of the history, not the machine's today
+    r = runner.invoke(app, ["maintenance", "plan", "--format", "csv", *at])
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("device_id,", "E"))]
     assert lines[0].startswith("device_id,firm_id,district,mode,interval_days,score")
     assert sum(",on_demand_90," in ln for ln in lines) == 8 and len(lines) == 10
     out = tmp_path / "plan.xlsx"
-    r = runner.invoke(app, ["maintenance", "plan", "--format", "xlsx", "--output", str(out)])
+    r = runner.invoke(app, ["maintenance", "plan", "--format", "xlsx", "--output", str(out), *at])
     assert r.exit_code == 0, r.output
     sheet = pd.read_excel(out, sheet_name=None)
     assert set(sheet) == {"plan", "summary", "policy"} and len(sheet["plan"]) == 9
     assert sheet["policy"].loc[0, "policy_version"] == POLICY.version
-    r = runner.invoke(app, ["maintenance", "plan", "--format", "table", "--limit", "2"])
-    assert r.exit_code == 0 and "maintenance plan" in r.stdout and "on_demand_90" in r.output
-    r = runner.invoke(app, ["maintenance", "record", "E2", "--classes", "half_year", "--technician", "Chen"])
+    assert pd.Timestamp(sheet["policy"].loc[0, "as_of"]).date() == utc_day(now)
+    r = runner.invoke(app, ["maintenance", "plan", "--format", "table", "--limit", "2", *at])
+    assert r.exit_code == 0 and f"maintenance plan {utc_day(now)}" in r.stdout and "on_demand_90" in r.output
+    assert runner.invoke(app, ["maintenance", "plan", "--at", "yesterday"]).exit_code == 2
+    r = runner.invoke(app, ["maintenance", "record", "E2", "--classes", "half_year", "--technician", "Chen",
+                            "--at", utc(now).isoformat()])  # fmt: skip
     assert r.exit_code == 0 and "on time" in r.output
-    assert runner.invoke(app, ["maintenance", "rates"]).exit_code == 0
+    r = runner.invoke(app, ["maintenance", "rates", *at])
+    assert r.exit_code == 0 and "F001" in r.output
     bad = tmp_path / "bad.toml"
     bad.write_text("schema = 1\n")
     r = runner.invoke(app, ["maintenance", "policy", "--check", str(bad)])

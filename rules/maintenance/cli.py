@@ -30,6 +30,16 @@ class Format(StrEnum):
 PolicyOpt = Annotated[
     Path | None, typer.Option(help="policy TOML (default: SEMON_MAINTENANCE_POLICY, else the packaged default)")
 ]
+AtOpt = Annotated[str | None, typer.Option(help="as of this instant (ISO 8601 or epoch ms; default: now)")]
+
+
+def _at_ms(at: str | None) -> int | None:
+    from semon.api.timeparse import TimeParseError, parse_time
+
+    try:
+        return parse_time(at) if at else None
+    except TimeParseError as e:
+        raise typer.BadParameter(str(e), param_hint="--at") from e
 
 
 def _policy(path: Path | None) -> Any:
@@ -88,8 +98,10 @@ def _mqtt_notifier(settings: Any) -> tuple[Any, Any]:
     c.loop_start()
     infos: list[Any] = []
 
-    def notify(topic: str, payload: bytes) -> None:
-        infos.append(c.publish(topic, payload, qos=1))
+    def notify(topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        info = c.publish(topic, payload, qos=1)
+        infos.append(info)
+        return info  # marked published once the broker acknowledged it
 
     def close() -> None:
         for i in infos:
@@ -110,6 +122,7 @@ def plan_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="decide and show; write nothing, raise no alarm")] = False,
     publish: Annotated[bool, typer.Option(help="publish alarm transitions on SEMON_MQTT_URL")] = False,
     limit: Annotated[int, typer.Option(min=1, help="rows shown by --format table")] = 50,
+    at: AtOpt = None,
 ) -> None:
     """Plan every elevator: gates, score, mode (15 / 30 / 90 days) and due dates; store the decisions."""
     from semon.config import get_settings
@@ -119,6 +132,7 @@ def plan_cmd(
 
     if fmt is Format.xlsx and output is None:
         raise typer.BadParameter("--format xlsx needs --output FILE.xlsx")
+    at_ms = _at_ms(at)
     pol = _policy(policy)
     s = get_settings()
     db = Database(s.db_url)
@@ -131,7 +145,7 @@ def plan_cmd(
         notify, close = _mqtt_notifier(s)
     try:
         run = run_planning(db, telemetry, pol, device_ids=device or None, store=not dry_run, alarms=not dry_run,
-                           board=not dry_run, notify=notify)  # fmt: skip
+                           board=not dry_run, notify=notify, at_ms=at_ms)  # fmt: skip
     finally:
         if close:
             close()
@@ -218,15 +232,16 @@ def record_cmd(
 
 
 @maintenance_app.command("rates")
-def rates_cmd() -> None:
+def rates_cmd(at: AtOpt = None) -> None:
     """Per-firm on-time and paperless rates over the last year (Guangzhou pilot: both ≥ 95 %)."""
     from semon.config import get_settings
     from semon.rules.maintenance.service import firm_rates, now_ms, utc_day
     from semon.store.db import Database
 
+    at_ms = _at_ms(at)
     db = Database(get_settings().db_url)
     try:
-        df = firm_rates(db, utc_day(now_ms()))
+        df = firm_rates(db, utc_day(now_ms() if at_ms is None else at_ms))
     finally:
         db.dispose()
     Console().print(df.to_string())

@@ -53,9 +53,13 @@ def record_visit(
     paperless: bool,
     notes: str = "",
     notify: Notifier | None = None,
+    now: datetime | None = None,
 ) -> tuple[MaintenanceRecord, list[dict[str, Any]]]:
     """Store a visit, recompute the elevator's due dates, clear overdue alarms it settles.
 
+    ``now`` (timezone-aware; default: the wall clock) is the server's clock: the record's
+    ``recorded_at``, the limit on visits in the future, and the day the recomputed due dates are
+    judged overdue on.
     Returns the stored record and the alarm transitions published.
     """
     top, covered = normalise_classes(item_classes)
@@ -64,7 +68,7 @@ def record_visit(
         raise RecordError("technician must not be empty")
     if performed_at.tzinfo is None:
         performed_at = performed_at.replace(tzinfo=UTC)
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     if performed_at > now + MAX_FUTURE:
         raise RecordError(f"performed_at {performed_at.isoformat()} is in the future")
     done_day = performed_at.astimezone(UTC).date()
@@ -85,13 +89,16 @@ def record_visit(
         s.add(rec)
         s.flush()
         s.expunge(rec)
-    published = recompute_due(db, policy, device_id, notify)
+    published = recompute_due(db, policy, device_id, notify, at_ms=int(now.timestamp() * 1000))
     return rec, published
 
 
-def recompute_due(db: Database, policy: Policy, device_id: str, notify: Notifier | None = None) -> list[dict[str, Any]]:
-    """Recompute an elevator's due dates from its records and sync its maintenance-overdue alarms."""
-    at = now_ms()
+def recompute_due(
+    db: Database, policy: Policy, device_id: str, notify: Notifier | None = None, at_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Recompute an elevator's due dates from its records and sync its maintenance-overdue alarms
+    as of ``at_ms`` (default: now)."""
+    at = at_ms if at_ms is not None else now_ms()
     day = pd.Timestamp(utc_day(at))
     with db.session() as s:
         plan = s.get(MaintenancePlan, device_id, with_for_update=True)

@@ -26,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,13 +60,21 @@ class Reverted:
 
 
 class Reversion:
-    """Decides and applies reversions; thread-safe enough for one worker (all state is in the DB)."""
+    """Decides and applies reversions; thread-safe enough for one worker (all state is in the DB).
 
-    def __init__(self, db: Database, policy: Policy | None = None, notify: Notifier | None = None) -> None:
+    ``clock`` (epoch ms, default: the wall clock) is when a reversion is decided: its decision's
+    time and the day its due dates start from.
+    """
+
+    def __init__(
+        self, db: Database, policy: Policy | None = None, notify: Notifier | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:  # fmt: skip
         self.db = db
         self.policy = policy or load_policy()
         self.notify = notify
         self.alarms = AlarmStore(db)
+        self.clock = clock
 
     # -- triggers ----------------------------------------------------------------------
     def on_transition(self, msg: dict[str, Any]) -> Reverted | None:
@@ -78,7 +87,7 @@ class Reversion:
         if str(msg.get("rule_id", "")).startswith(COMPLIANCE_RULE_PREFIX):
             return None
         dev, typ = msg["device_id"], msg.get("type")
-        at = int(msg.get("ts") or now_ms())
+        at = int(msg.get("ts") or self.clock())
         if r.entrapment and typ in r.entrapment_alarm_types and event == "raised":
             what = msg.get("message") or "passenger trapped"
             reason = f"entrapment: {typ} alarm {msg.get('alarm_id')} raised — {what}"
@@ -109,7 +118,7 @@ class Reversion:
     def check_offline(self, at_ms: int | None = None) -> list[Reverted]:
         """Revert on-demand elevators whose offline alarm has been active for longer than the limit."""
         r = self.policy.reversion
-        at = at_ms if at_ms is not None else now_ms()
+        at = at_ms if at_ms is not None else self.clock()
         limit = at - int(r.offline_hours * HOUR_MS)
         with self.db.session() as s:
             rows = s.execute(
@@ -150,8 +159,9 @@ class Reversion:
         """Put an on-demand elevator on the standard cycle now; None if it is not on demand."""
         p = self.policy
         std = p.standard
-        decided_at = datetime.now(UTC)
-        day = utc_day(now_ms())
+        now = self.clock()
+        decided_at = datetime.fromtimestamp(now / 1000, UTC)
+        day = utc_day(now)
         with self.db.session() as s:
             plan = s.get(MaintenancePlan, device_id, with_for_update=True)
             if plan is None or plan.mode == std.mode:
@@ -281,8 +291,8 @@ def install_reversion(
         log.exception("maintenance policy unusable: reversion to the standard cycle is OFF")
         return None
 
-    def notify(topic: str, payload: bytes) -> None:
-        collector.client.publish(topic, payload, qos=1)
+    def notify(topic: str, payload: bytes) -> Any:
+        return collector.client.publish(topic, payload, qos=1)  # marked once acknowledged
 
     worker = ReversionWorker(Reversion(collector.db, policy, notify), check_interval_s).start()
     collector.transition_hooks.append(worker.submit)
