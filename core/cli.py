@@ -301,6 +301,9 @@ def simulate(
     registry: Annotated[Path | None, typer.Option(help="write the fleet's registry CSV")] = None,
     registry_only: Annotated[bool, typer.Option(help="write --registry and exit")] = False,
     mqtt_url: Annotated[str | None, typer.Option(help="broker (default SEMON_MQTT_URL)")] = None,
+    device_time: Annotated[
+        bool, typer.Option(help="end when device time covers duration × speed, however long the wall takes")
+    ] = False,
 ) -> None:
     """Simulate a fleet of elevators and vessels publishing over MQTT, with injected faults.
 
@@ -330,7 +333,7 @@ def simulate(
         host=host, port=port, elevators=elevators, vessels=vessels, rate=rate, duration_s=duration,
         faults=list(fault or []), seed=seed, speed=speed, truth_path=truth, registry_path=registry,
         progress=True, stop_event=stop, username=s.mqtt_username, password=s.mqtt_password,
-        keepalive_s=keepalive, scenario=scenario, per_type=per_type,
+        keepalive_s=keepalive, scenario=scenario, per_type=per_type, device_time_bound=device_time,
         scenario_types=[t.strip() for t in scenario_types.split(",") if t.strip()] if scenario_types else None,
     )  # fmt: skip
     try:

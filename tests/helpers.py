@@ -1,7 +1,9 @@
-"""Small test helpers: a registry CSV, a QoS 1 publisher that waits for every PUBACK, polling."""
+"""Small test helpers: a registry CSV, a QoS 1 publisher that waits for every PUBACK, an alarm
+listener, polling."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -101,3 +103,51 @@ class ApiServer:
     def __exit__(self, *_: object) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+class AlarmListener:
+    """Every alarm transition on the broker, as a firm's system receives it: ``got`` holds the
+    messages in arrival order, ``arrived`` their arrival (wall) times."""
+
+    def __init__(self, settings: Settings) -> None:
+        host, port = settings.mqtt_endpoint()
+        self.got: list[dict[str, Any]] = []
+        self.arrived: list[float] = []
+        cid = f"alarm-listener-{os.getpid()}-{id(self)}"
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311)
+        self.c.on_message = self._on_message
+        ok = threading.Event()
+        self.c.on_subscribe = lambda *_: ok.set()
+        self.c.connect(host, port)
+        self.c.subscribe("semon/v1/alarms/#", qos=1)
+        self.c.loop_start()
+        assert ok.wait(10), "alarm listener not subscribed"
+
+    def _on_message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
+        self.arrived.append(time.time())
+        self.got.append(orjson.loads(m.payload))
+
+    def events(self, device: str) -> list[str]:
+        """Event names of a device's transitions as they arrived (redeliveries included)."""
+        return [m["event"] for m in self.got if m["device_id"] == device]
+
+    def distinct(self, device: str) -> list[dict[str, Any]]:
+        """A device's transitions, each once (by ``event_id``), in arrival order."""
+        out: dict[int, dict[str, Any]] = {}
+        for m in list(self.got):
+            if m["device_id"] == device:
+                out.setdefault(m["event_id"], m)
+        return list(out.values())
+
+    def raised(self, device: str, alarm_type: str) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival time, message) of each distinct raise of one alarm type on a device."""
+        seen: dict[int, tuple[float, dict[str, Any]]] = {}
+        for at, m in zip(list(self.arrived), list(self.got), strict=False):
+            if m["device_id"] == device and m["type"] == alarm_type and m["event"] == "raised":
+                seen.setdefault(m["event_id"], (at, m))
+        return list(seen.values())
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.c.disconnect()
+        self.c.loop_stop()

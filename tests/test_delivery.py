@@ -18,10 +18,8 @@ from pathlib import Path
 import httpx
 import jsonschema
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from semon.api.app import create_app
@@ -37,7 +35,7 @@ from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import Webhook, WebhookDelivery
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
 from tests.conftest import Stack
-from tests.helpers import elevator_payload, now_ms, publish_all, wait_until
+from tests.helpers import AlarmListener, elevator_payload, now_ms, publish_all, wait_until
 from tests.services import REPO, free_port, wait_port
 from tests.test_delivery_helpers import (
     Receiver,
@@ -399,24 +397,6 @@ def test_dead_deliveries_are_listed_and_redelivered_and_tenancy_holds(db: Databa
         tel.close()
 
 
-class _Listener:
-    def __init__(self, settings: Settings) -> None:
-        host, port = settings.mqtt_endpoint()
-        self.got: list[dict] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"l-{free_port()}", protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda _c, _u, m: self.got.append(orjson.loads(m.payload))
-        ok = threading.Event()
-        self.c.on_subscribe = lambda *_: ok.set()
-        self.c.connect(host, port)
-        self.c.subscribe("semon/v1/alarms/#", qos=1)
-        self.c.loop_start()
-        assert ok.wait(10)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_mqtt_transitions_are_marked_published_only_after_the_broker_acknowledged_them(
     stack: Stack, tmp_path: Path
@@ -441,7 +421,7 @@ def test_mqtt_transitions_are_marked_published_only_after_the_broker_acknowledge
             ack = s.scalar(q)
             assert ack is not None and ack.published_at is None
         stack.mosquitto.start()
-        listener = _Listener(stack.settings)
+        listener = AlarmListener(stack.settings)
         wait_until(lambda: col.connected.is_set(), 20, "collector reconnected")
 
         def marked() -> bool:

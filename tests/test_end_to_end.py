@@ -15,11 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from semon.api.app import create_app
@@ -30,7 +27,7 @@ from semon.simulators.run import SimulationConfig, SimulationResult, run_simulat
 from semon.store.models import Alarm, AlarmEvent, DeadLetter
 from semon.store.registry import import_devices_csv
 from tests.conftest import Stack
-from tests.helpers import wait_until
+from tests.helpers import AlarmListener, wait_until
 
 ELEVATORS, VESSELS, SEED = 100, 20, 7
 # Device time runs 2× wall time; faults start after the collector restart of the kill test.
@@ -41,26 +38,6 @@ DURATION_MS = {
     for r in Catalog().defs.values()
     if r.alarm_type in ("trapped_passenger", "overpressure")
 }
-
-
-class AlarmListener:
-    """Subscribes to every alarm topic, as a maintenance firm's system would."""
-
-    def __init__(self, stack: Stack) -> None:
-        host, port = stack.settings.mqtt_endpoint()
-        self.messages: list[dict] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-alarm-listener", protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda _c, _u, m: self.messages.append(orjson.loads(m.payload))
-        subscribed = threading.Event()
-        self.c.on_subscribe = lambda *_: subscribed.set()
-        self.c.connect(host, port)
-        self.c.subscribe("semon/v1/alarms/#", qos=1)
-        self.c.loop_start()
-        assert subscribed.wait(10)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
 
 
 def prepare(stack: Stack, tmp_path: Path) -> None:
@@ -150,7 +127,7 @@ def check_alarms(stack: Stack, res: SimulationResult, listener: AlarmListener) -
     def published() -> Counter[tuple[str, str, str]]:
         return Counter(
             (m["device_id"], m["type"], m["event"])
-            for m in listener.messages
+            for m in listener.got
             if m["event"] in ("raised", "cleared") and (m["device_id"], m["type"]) in truth
         )
 
@@ -184,7 +161,7 @@ def test_fleet_end_to_end(stack: Stack, tmp_path: Path):
     prepare(stack, tmp_path)
     collector = Collector(stack.settings, stack.db, stack.telemetry())
     collector.start()
-    listener = AlarmListener(stack)
+    listener = AlarmListener(stack.settings)
     try:
         assert collector.connected.wait(10)
         res = simulate(stack, tmp_path)
@@ -218,7 +195,7 @@ def test_collector_sigkill_mid_run_loses_nothing(stack: Stack, tmp_path: Path):
     prepare(stack, tmp_path)
     log = tmp_path / "collector.log"
     proc = _collector_process(stack, log)
-    listener = AlarmListener(stack)
+    listener = AlarmListener(stack.settings)
     result: list[SimulationResult] = []
     sim = threading.Thread(target=lambda: result.append(simulate(stack, tmp_path)))
     try:

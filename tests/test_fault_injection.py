@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -41,7 +40,7 @@ from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
-from tests.helpers import elevator_payload, small_registry, wait_until
+from tests.helpers import AlarmListener, elevator_payload, small_registry, wait_until
 from tests.private_pg import PrivatePostgres
 from tests.services import REPO, Influx, Mosquitto
 
@@ -124,43 +123,6 @@ class Feeder:
         return dict(self.seq)
 
 
-class AlarmListener:
-    """Alarm transitions as they arrive on the broker, with their arrival (wall) time."""
-
-    def __init__(self, settings: Settings) -> None:
-        host, port = settings.mqtt_endpoint()
-        self.got: list[tuple[float, dict[str, Any]]] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"alarms-{os.getpid()}", protocol=mqtt.MQTTv311)
-        self.c.on_message = lambda _c, _u, m: self.got.append((time.time(), orjson.loads(m.payload)))
-        ok = threading.Event()
-        self.c.on_subscribe = lambda *_: ok.set()
-        self.c.connect(host, port)
-        self.c.subscribe("semon/v1/alarms/#", qos=1)
-        self.c.loop_start()
-        assert ok.wait(10)
-
-    def raised(self, device: str, alarm_type: str = "trapped_passenger") -> list[tuple[float, dict[str, Any]]]:
-        """Distinct raises (by event id) of one alarm type on one device."""
-        seen: dict[int, tuple[float, dict[str, Any]]] = {}
-        for at, m in self.got:
-            if m["device_id"] == device and m["type"] == alarm_type and m["event"] == "raised":
-                seen.setdefault(m["event_id"], (at, m))
-        return list(seen.values())
-
-    def events(self, device: str) -> list[dict[str, Any]]:
-        """Distinct transitions of a device, in arrival order."""
-        out: dict[int, dict[str, Any]] = {}
-        for _, m in self.got:
-            if m["device_id"] == device:
-                out.setdefault(m["event_id"], m)
-        return list(out.values())
-
-    def close(self) -> None:
-        """Disconnect."""
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 class Health:
     """The collector's real ``/health`` endpoint (HTTP status and reasons)."""
 
@@ -184,8 +146,9 @@ class Health:
 
 def assert_alarm_in_time(listener: AlarmListener, feeder: Feeder, device: str) -> dict[str, Any]:
     """The trapped alarm arrived, once, within the rule's duration + 5 s of the entrapment."""
-    wait_until(lambda: listener.raised(device), TRAPPED_FOR_S + LATENCY_BOUND_S + 10, f"trapped alarm on {device}")
-    raised = listener.raised(device)
+    bound = TRAPPED_FOR_S + LATENCY_BOUND_S + 10
+    wait_until(lambda: listener.raised(device, "trapped_passenger"), bound, f"trapped alarm on {device}")
+    raised = listener.raised(device, "trapped_passenger")
     assert len(raised) == 1, raised
     at, msg = raised[0]
     late = at - feeder.trapped[device] - TRAPPED_FOR_S
@@ -266,7 +229,7 @@ def test_postgres_down_60s_alarm_published_at_once_and_stored_when_back(world: d
         feeder.trap("E1")
         raised = assert_alarm_in_time(listener, feeder, "E1")
         feeder.release("E1")
-        wait_until(lambda: [m["event"] for m in listener.events("E1")] == ["raised", "cleared"], 20, "cleared")
+        wait_until(lambda: [m["event"] for m in listener.distinct("E1")] == ["raised", "cleared"], 20, "cleared")
         assert health.get()[0] == 503  # still down: the API, webhooks and escalations need it too
         time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))  # the outage lasts 60 s
         pg.start()
@@ -278,9 +241,9 @@ def test_postgres_down_60s_alarm_published_at_once_and_stored_when_back(world: d
         assert [(a.id, a.active) for a in stored] == [(raised["alarm_id"], False)]
         with db.session() as ss:
             events = list(ss.scalars(select(AlarmEvent).where(AlarmEvent.alarm_id == raised["alarm_id"])))
-        assert sorted(e.id for e in events) == sorted(m["event_id"] for m in listener.events("E1"))
+        assert sorted(e.id for e in events) == sorted(m["event_id"] for m in listener.distinct("E1"))
         assert all(e.published_at is not None for e in events)
-        assert len(listener.raised("E1")) == 1 and alarms_in(db, "E2") == []
+        assert len(listener.raised("E1", "trapped_passenger")) == 1 and alarms_in(db, "E2") == []
     finally:
         feeder.stop()
         listener.close()
@@ -527,15 +490,15 @@ def test_a_stopped_collector_is_caught_by_the_canary_and_cleared_when_it_resumes
             assert h.status_code == 503 and "semon-canary-test" in h.json()["pipeline"]["reason"]
             os.kill(proc.pid, signal.SIGCONT)
             wait_until(
-                lambda: [m["event"] for m in listener.events(PLATFORM_DEVICE.id)] == ["raised", "cleared"],
+                lambda: [m["event"] for m in listener.distinct(PLATFORM_DEVICE.id)] == ["raised", "cleared"],
                 timeout + 10, "canary alarm cleared",
             )  # fmt: skip
             wait_until(lambda: api.get("/health").status_code == 200, 20, "/health 200 again")
             # The entrapment that began while the collector was stopped is reported once it runs.
-            wait_until(lambda: listener.raised("E1"), TRAPPED_FOR_S + 30, "trapped alarm after SIGCONT")
+            wait_until(lambda: listener.raised("E1", "trapped_passenger"), TRAPPED_FOR_S + 30, "trapped after SIGCONT")
             last = feeder.stop()
             assert_nothing_lost(influx_seqs(ix), last)
-            assert len(listener.raised("E1")) == 1
+            assert len(listener.raised("E1", "trapped_passenger")) == 1
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)

@@ -681,7 +681,7 @@ def test_cli_simulate_scenario_options(sim_broker, tmp_path):  # noqa: F811
         "simulate", "--mqtt-url", f"mqtt://127.0.0.1:{sim_broker}", "--elevators", "30", "--vessels", "20",
         "--duration", "4", "--speed", "225", "--rate", "0", "--keepalive", "60", "--scenario", "mixed",
         "--per-type", "1", "--scenario-types", "alarm_button,gas_leak", "--fault", "safety_circuit:E000001@1m+2m",
-        "--truth", str(truth),
+        "--truth", str(truth), "--device-time",  # every scheduled fault happens, however loaded the machine
     ]  # fmt: skip
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
