@@ -42,6 +42,7 @@ def serve_health(host: str, port: int, health: Callable[[], dict[str, Any]]) -> 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
+                health()  # refreshes the health gauges (stage up, degraded conditions) before the scrape
                 body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
             elif self.path == "/health":
                 h = health()
