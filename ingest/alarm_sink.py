@@ -46,6 +46,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from semon import metrics as m
 from semon.config import Settings
 from semon.contract.topics import alarm_topic, canary_echo_topic
+from semon.ingest.dead_letters import DeadLetters
+from semon.ingest.decode import Rejected
 from semon.ingest.handover import Batch
 from semon.ingest.registry_watch import RegistryWatch
 from semon.ingest.source import MqttSource
@@ -100,6 +102,7 @@ class AlarmSink:
         registry: RegistryWatch,
         sup: Supervisor,
         count: Callable[[str, int], None],
+        dead: DeadLetters,
         annotate: Callable[[Batch], None],
         manual_clear: Callable[[str, str], None],
     ) -> None:
@@ -110,6 +113,7 @@ class AlarmSink:
         self.registry = registry
         self.sup = sup
         self._count = count
+        self.dead = dead
         self._annotate = annotate
         self._manual_clear = manual_clear
         self.journal = Spool(settings.data_dir / "alarm-journal.db", settings.spool_max_bytes)
@@ -196,7 +200,7 @@ class AlarmSink:
             self._echo(*rec[1])
             self._advance(seq)
             return
-        if not len(self.journal) and self._db_retry.ready(time.monotonic()):
+        if not self._database_away():
             try:
                 self._apply(rec)
                 self._store_ok()
@@ -250,7 +254,7 @@ class AlarmSink:
 
     def _refill_reserve(self) -> None:
         """Top up the ids reserved for an outage while the database is up (PostgreSQL only)."""
-        if len(self.journal) or not self._db_retry.ready(time.monotonic()):
+        if self._database_away():
             return
         want_a = RESERVE_ALARMS - len(self._alarm_ids) if len(self._alarm_ids) < RESERVE_ALARMS // 2 else 0
         want_e = RESERVE_EVENTS - len(self._event_ids) if len(self._event_ids) < RESERVE_EVENTS // 2 else 0
@@ -292,7 +296,8 @@ class AlarmSink:
             try:
                 rec = pickle.loads(body)
             except Exception as e:  # written by another version: kept as a dead letter, not lost
-                rec = ("dead_letters", [self._unreadable(body, e)])
+                letter = self.dead.letter("(alarm journal)", body, Rejected("journal_unreadable", repr(e)))
+                rec = ("dead_letters", [letter])
             try:
                 self._apply(rec)
             except SQLAlchemyError as e:
@@ -306,12 +311,10 @@ class AlarmSink:
         if not len(self.journal):
             self.sup.recovered(JOURNAL_FULL)
 
-    @staticmethod
-    def _unreadable(body: bytes, e: Exception) -> dict[str, Any]:
-        return {
-            "received_at": datetime.now(UTC), "topic": "(alarm journal)", "reason": "journal_unreadable",
-            "detail": repr(e)[:1000], "payload": body[:262_144], "payload_size": len(body), "device_id": None,
-        }  # fmt: skip
+    def _database_away(self) -> bool:
+        """Records go to the journal: some already wait there (order), or the database failed
+        and its retry is not due yet."""
+        return bool(len(self.journal)) or not self._db_retry.ready(time.monotonic())
 
     def _store_ok(self) -> None:
         self.last_store_ok = time.monotonic()
@@ -410,7 +413,7 @@ class AlarmSink:
         echo = {
             "nonce": nonce, "collector": self.source.client_id, "arrived_ms": arrived_ms,
             "echoed_ms": time.time_ns() // 1_000_000,
-            "alarm_store": "journal" if len(self.journal) or not self._db_retry.ready(time.monotonic()) else "ok",
+            "alarm_store": "journal" if self._database_away() else "ok",
         }  # fmt: skip
         self.source.client.publish(canary_echo_topic(checker, self.source.client_id), orjson.dumps(echo), qos=0)
         self._count("canary_echoes", 1)
@@ -454,7 +457,7 @@ class AlarmSink:
         """Announce operator actions made through the API and transitions a crash or an outage
         left unacknowledged. Like fresh transitions they are marked once their PUBACK is seen
         (never waited for here: the stage must keep storing new transitions meanwhile)."""
-        if not self.source.connected.is_set() or len(self.journal) or not self._db_retry.ready(time.monotonic()):
+        if not self.source.connected.is_set() or self._database_away():
             return  # nothing could be acknowledged / the database is away: the rows wait
 
         def send(rows: list[tuple[Any, Any]]) -> list[int]:

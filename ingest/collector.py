@@ -113,7 +113,7 @@ class Collector:
             settings, telemetry, self.spool, self.sup, self._count, self._acknowledge, self._refused_by_store
         )
         self.alarm_sink = AlarmSink(
-            settings, db, self.source, self.registry, self.sup, self._count, self.telemetry_sink.put,
+            settings, db, self.source, self.registry, self.sup, self._count, self.dead, self.telemetry_sink.put,
             lambda device_id, alarm_type: self.pipeline.manual_clears.put((device_id, alarm_type)),
         )  # fmt: skip
         self.alarms = self.alarm_sink.alarms
