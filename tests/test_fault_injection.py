@@ -219,6 +219,8 @@ def test_postgres_down_60s_alarm_published_at_once_and_stored_when_back(world: d
     health = Health(col)
     col.start()
     listener = AlarmListener(s)
+    # A brand-new session: what is published before its subscription reaches nobody.
+    assert col.connected.wait(10)
     feeder = Feeder(s, ["E1", "E2"])
     try:
         assert col.connected.wait(10)
@@ -258,6 +260,8 @@ def test_influx_down_with_the_spool_at_its_bound_alarms_flow(world: dict[str, An
     health = Health(col)
     col.start()
     listener = AlarmListener(s)
+    # A brand-new session: what is published before its subscription reaches nobody.
+    assert col.connected.wait(10)
     feeder = Feeder(s, ["E1"])
     try:
         assert col.connected.wait(10)
@@ -319,6 +323,8 @@ def test_an_exception_in_a_stage_fails_loudly_and_a_restart_recovers(
     health = Health(col)
     col.start()
     listener = AlarmListener(s)
+    # A brand-new session: what is published before its subscription reaches nobody.
+    assert col.connected.wait(10)
     feeder = Feeder(s, ["E1", "E2"])
     second: Collector | None = None
     try:
@@ -398,6 +404,8 @@ def test_a_spool_written_for_influx_replays_into_sqlite_after_a_restart(world: d
     s = settings_for(mq, ix, pg.url, data)
     col = Collector(s, db, open_telemetry(s))
     col.start()
+    # A brand-new session: what is published before its subscription reaches nobody.
+    assert col.connected.wait(10)
     feeder = Feeder(s, ["E1", "E2"])
     listener = AlarmListener(s)
     second: Collector | None = None
