@@ -15,7 +15,7 @@ from semon.store.registry import DeviceInfo
 
 
 class Severity(StrEnum):
-    """Alarm severities, highest first (as ThingsBoard, see shared/lessons.md)."""
+    """Alarm severities, highest first (the same ladder as ThingsBoard's alarm severities)."""
 
     critical = "critical"
     major = "major"

@@ -1,6 +1,6 @@
 """Payload models of contract v1 (pydantic v2, strict: a wrong type is rejected, not coerced).
 
-Fields follow ``shared/domain.md`` §4.1 (elevator status, GB/T 24476-2017 §9) and §5 (vessel).
+Fields follow docs/domain.md §4.1 (elevator status, GB/T 24476-2017 §9) and §5 (vessel).
 Unknown extra fields are ignored so terminals can send more than we read.
 """
 

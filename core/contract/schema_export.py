@@ -33,7 +33,7 @@ BASE_ID = "https://semon.dev/schemas/v1/"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "schemas"
 
 # Alarm vocabulary published on semon/v1/alarms/... (docs/protocol.md). Severities follow the
-# usual four-level scale (shared/lessons.md, ThingsBoard) minus "indeterminate", which no
+# usual four-level scale (ThingsBoard's) minus "indeterminate", which no
 # semon rule produces. Adding an event name is an additive contract change: extend this
 # tuple, regenerate, and note it in docs/protocol.md.
 SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
