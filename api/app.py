@@ -16,6 +16,7 @@ from semon.api import (
     routes_alarms,
     routes_dead_letters,
     routes_devices,
+    routes_hazards,
     routes_health,
     routes_keys,
     routes_maintenance,
@@ -57,6 +58,7 @@ TAGS = [
     {"name": "operations", "description": "Health and metrics."},
     {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator (docs/alerts.md)."},
     {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs."},
+    {"name": "hazards", "description": "Hidden hazards to closure, risk grades, the inspection draw, indicators."},
 ]
 
 
@@ -133,6 +135,7 @@ def create_app(
     app.include_router(routes_webhooks.router)
     app.include_router(routes_rescues.router)
     app.include_router(routes_maintenance.router)
+    app.include_router(routes_hazards.router)
     app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)
     return app
 
