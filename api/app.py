@@ -33,6 +33,7 @@ from semon.config import Settings
 from semon.logs import setup_logging
 from semon.notify.canary import Canary
 from semon.notify.dispatcher import Dispatcher
+from semon.rules.hazards.watch import HazardWatch
 from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
@@ -92,6 +93,9 @@ def create_app(
                 dispatcher = Dispatcher(cfg, app.state.db, name="api-dispatcher")
                 dispatcher.start()
                 closers.append(dispatcher.stop)
+                hazard_watch = HazardWatch(app.state.db, cfg.hazard_scan_s, cfg.report_timezone)
+                hazard_watch.start()
+                closers.append(hazard_watch.stop)
             if cfg.canary_enabled:
                 # The pipeline canary: a collector that stops answering raises "monitoring degraded".
                 canary = Canary(cfg, app.state.db, name="api")

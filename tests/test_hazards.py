@@ -5,6 +5,7 @@ the plan's indicators checked against an independent computation over a generate
 from __future__ import annotations
 
 import random
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -23,6 +24,7 @@ from semon.rules.hazards.draw import draw, quotas
 from semon.rules.hazards.indicators import AccidentRow, HazardRow, Unit, indicators
 from semon.rules.hazards.risk import RiskInputs, default_risk_policy, grade, grade_of_score
 from semon.store.db import Database
+from semon.store.hazards import Hazard
 from semon.store.keys import create_key
 from semon.store.models import Alarm
 from semon.store.registry import import_devices_csv
@@ -293,3 +295,79 @@ def test_indicators_risk_and_the_draw_through_the_api(city):
     assert d1 == client.post("/inspections/draw?n=1&seed=s1", headers=_h(tok["regulator"])).json()
     assert len(d1["devices"]) == 1 and d1["explanation"]
     assert client.post("/inspections/draw?n=1&seed=s1", headers=_h(tok["firm_a"])).status_code == 403
+
+
+def test_the_cli_lists_grades_draws_and_exports_indicators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from openpyxl import load_workbook
+    from typer.testing import CliRunner
+
+    from semon.cli import app
+
+    url = f"sqlite:///{tmp_path}/cli.db"
+    db = Database(url)
+    reg = tmp_path / "reg.csv"
+    reg.write_text(REGISTRY_HEADER + "\n" + "\n".join(ROWS) + "\n")
+    import_devices_csv(db, reg)
+    _alarm(db, "EA", "FA", "door_open_while_moving", NOW - timedelta(minutes=5))
+    db.dispose()
+    monkeypatch.setenv("SEMON_DB_URL", url)
+    monkeypatch.setenv("COLUMNS", "300")  # rich tables: no ellipsis in the captured output
+    run = CliRunner().invoke
+    at = ["--at", NOW.isoformat()]
+    r = run(app, ["hazards", "scan", *at])
+    assert r.exit_code == 0 and "proposed or linked: 1" in r.output, r.output
+    r = run(app, ["hazards", "record", "EB", "EL-M-ANTIPINCH-FAILED", "--note", "防夹失效", *at])
+    assert r.exit_code == 0 and "(major)" in r.output, r.output
+    r = run(app, ["hazards", "record", "EB", "PV-G-LEAK"])
+    assert r.exit_code == 2 and "for vessels" in r.output
+    r = run(app, ["hazards", "list", *at])
+    assert r.exit_code == 0 and "EL-M-DOORLOCK-BYPASS" in r.output and "candidate" in r.output
+    r = run(app, ["hazards", "risk", "--why", *at])
+    assert r.exit_code == 0 and "EB" in r.output and "风险" in r.output
+    first = run(app, ["inspections", "draw", "--n", "1", "--seed", "q4", *at, "--csv", str(tmp_path / "d.csv")])
+    again = run(app, ["inspections", "draw", "--n", "1", "--seed", "q4", *at])
+    assert first.exit_code == 0 and first.output == again.output
+    assert (tmp_path / "d.csv").read_text().startswith("device_id,grade,score\n")
+    out = tmp_path / "ind.xlsx"
+    r = run(app, ["hazards", "indicators", "--by", "district", "--xlsx", str(out), *at])
+    assert r.exit_code == 0, r.output
+    ws = load_workbook(out).active
+    header = [c.value for c in ws[1]]
+    assert header[0] == "分组 district" and "整改率 remediation" in header
+    yuexiu = next(row for row in ws.iter_rows(min_row=2, values_only=True) if row[0] == "Yuexiu")
+    assert yuexiu[1] == 1 and yuexiu[4] == 1  # one unit, one major hazard
+
+
+def test_the_watch_keeps_scanning_through_a_database_outage(tmp_path: Path):
+    from semon.rules.hazards.watch import HazardWatch
+
+    db = Database(f"sqlite:///{tmp_path}/w.db")
+    reg = tmp_path / "reg.csv"
+    reg.write_text(REGISTRY_HEADER + "\n" + "\n".join(ROWS) + "\n")
+    import_devices_csv(db, reg)
+    w = HazardWatch(db, 0.05, TZ)
+    calls = {"n": 0}
+    real = w.scan_once
+
+    def flaky() -> None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError("database away")
+        real()
+
+    w.scan_once = flaky  # type: ignore[method-assign]
+    _alarm(db, "EA", "FA", "door_open_while_moving", datetime.now(UTC))
+    w.start()
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
+    try:
+        while datetime.now(UTC) < deadline:
+            with db.session() as s:
+                if s.scalar(select(Hazard.id)) is not None:
+                    break
+            threading.Event().wait(0.05)
+    finally:
+        w.stop()
+    assert calls["n"] >= 3 and w.failures == 0
+    with db.session() as s:
+        assert s.scalar(select(Hazard.status)) == "candidate"
+    db.dispose()
