@@ -93,7 +93,9 @@ def create_app(
                 dispatcher = Dispatcher(cfg, app.state.db, name="api-dispatcher")
                 dispatcher.start()
                 closers.append(dispatcher.stop)
-                hazard_watch = HazardWatch(app.state.db, cfg.hazard_scan_s, cfg.report_timezone)
+                hazard_watch = HazardWatch(
+                    app.state.db, cfg.hazard_scan_s, cfg.report_timezone, app.state.telemetry, cfg.hazard_board_s
+                )
                 hazard_watch.start()
                 closers.append(hazard_watch.stop)
             if cfg.canary_enabled:

@@ -388,6 +388,7 @@ def deliver() -> None:
     from semon.notify.canary import Canary
     from semon.notify.dispatcher import Dispatcher
     from semon.rules.hazards.watch import HazardWatch
+    from semon.store import open_telemetry
     from semon.store.db import Database
 
     s = get_settings()
@@ -395,7 +396,8 @@ def deliver() -> None:
     db = Database(s.db_url)
     d = Dispatcher(s, db, name="semon-deliver")
     d.start()
-    hazard_watch = HazardWatch(db, s.hazard_scan_s, s.report_timezone)
+    telemetry = open_telemetry(s)
+    hazard_watch = HazardWatch(db, s.hazard_scan_s, s.report_timezone, telemetry, s.hazard_board_s)
     hazard_watch.start()
     canary = Canary(s, db, name="deliver") if s.canary_enabled else None
     if canary is not None:
@@ -405,6 +407,7 @@ def deliver() -> None:
         canary.stop()
     hazard_watch.stop()
     d.stop()
+    telemetry.close()
     db.dispose()
 
 

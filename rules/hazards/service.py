@@ -561,3 +561,39 @@ def grades_of(inputs: Iterable[RiskInputs], as_of: date) -> dict[str, str]:
     from semon.rules.hazards.risk import grade
 
     return {x.device_id: grade(x, as_of).grade for x in inputs}
+
+
+BOARD_MEASUREMENT = "hazard_indicators"
+
+
+def indicator_points(db: Database, now: datetime, tz: str, since: date | None = None) -> list[Any]:
+    """Points of ``hazard_indicators`` for the boards: one per district, from ``since`` (default:
+    1 January of this local year) to today (docs/boards.md). Rates are absent when there is
+    nothing to rate (no major hazard found)."""
+    from semon.rules.hazards.indicators import indicators
+    from semon.rules.hazards.risk import default_risk_policy, grade
+    from semon.store.access import SYSTEM
+    from semon.store.telemetry import Point
+
+    p = default_risk_policy()
+    windows = {
+        "recent_hazards": p.recent_hazards.window_days,
+        "faults": p.faults.window_days,
+        "entrapments": p.entrapments.window_days,
+        "maintenance": p.maintenance.window_days,
+    }
+    today = local_day(now, tz)
+    with db.session() as s:
+        access = Access(s, SYSTEM)
+        units, hz, acc = indicator_rows(access, tz)
+        grades = {x.device_id: grade(x, today, p).grade for x in risk_inputs(access, now, tz, windows)}
+    start = since or date(today.year, 1, 1)
+    rows = indicators(units, hz, acc, grades, start, today + timedelta(days=1), today, "district")
+    out = []
+    t_ns = int(now.timestamp() * 1000) * 1_000_000
+    for r in rows:
+        fields: dict[str, Any] = {k: v for k, v in r.items() if k not in ("group", "grades") and v is not None}
+        fields.update({f"grade_{k}": v for k, v in r["grades"].items()})
+        district = r["group"] or "—"
+        out.append(Point(BOARD_MEASUREMENT, {"district": district}, fields, t_ns, device_id=f"district/{district}"))
+    return out

@@ -1,5 +1,6 @@
 """The hazard scan beside the API's dispatcher: every ``SEMON_HAZARD_SCAN_S`` it proposes
-hazards from new alarms and escalates overdue ones (raising their compliance alarms).
+hazards from new alarms and escalates overdue ones (raising their compliance alarms); every
+``SEMON_HAZARD_BOARD_S`` it writes the boards' ``hazard_indicators`` snapshot.
 
 A failing scan (database away) is logged and retried at the next interval; it never stops the
 API. Several processes may scan at once: proposals are idempotent per alarm, and the compliance
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 from semon.rules.hazards import service as hs
 from semon.store.db import Database
+from semon.store.telemetry import TelemetryStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +24,18 @@ log = logging.getLogger(__name__)
 class HazardWatch:
     """A daemon thread running :func:`scan_once` periodically."""
 
-    def __init__(self, db: Database, interval_s: float, tz: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        interval_s: float,
+        tz: str,
+        telemetry: TelemetryStore | None = None,
+        board_every_s: float = 900.0,
+    ) -> None:
         self.db, self.interval_s, self.tz = db, interval_s, tz
+        # The boards' hazard_indicators snapshot: heavier (a risk grade per device), so less often.
+        self.telemetry, self.board_every_s = telemetry, board_every_s
+        self._board_due = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hazard-watch", daemon=True)
         self.failures = 0
@@ -41,6 +54,9 @@ class HazardWatch:
         now = datetime.now(UTC)
         hs.propose_from_alarms(self.db, now)
         hs.escalate_overdue(self.db, now, self.tz)
+        if self.telemetry is not None and time.monotonic() >= self._board_due:
+            self.telemetry.write(hs.indicator_points(self.db, now, self.tz))
+            self._board_due = time.monotonic() + self.board_every_s
 
     def _run(self) -> None:
         while not self._stop.is_set():
