@@ -320,6 +320,15 @@ def test_the_cli_lists_grades_draws_and_exports_indicators(tmp_path: Path, monke
     assert r.exit_code == 0 and "(major)" in r.output, r.output
     r = run(app, ["hazards", "record", "EB", "PV-G-LEAK"])
     assert r.exit_code == 2 and "for vessels" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("device_id,code,description,found_at\nEA,EL-G-OTHER,曳引绳磨损,2026-11-20\n"
+                    "NOPE,EL-G-OTHER,,\nEB,PV-G-LEAK,,\n".encode("gb18030"))
+    r = run(app, ["hazards", "import", str(bad)])
+    assert r.exit_code == 2 and "row 3" in r.output and "row 4" in r.output and "nothing imported" in r.output
+    good = tmp_path / "good.csv"
+    good.write_text("device_id,code,description,found_at\nEA,EL-G-OTHER,曳引绳磨损,2026-11-20\n", encoding="utf-8-sig")
+    r = run(app, ["hazards", "import", str(good)])
+    assert r.exit_code == 0 and "imported 1" in r.output, r.output
     r = run(app, ["hazards", "list", *at])
     assert r.exit_code == 0 and "EL-M-DOORLOCK-BYPASS" in r.output and "candidate" in r.output
     r = run(app, ["hazards", "risk", "--why", *at])

@@ -148,6 +148,53 @@ def record(
         print(f"hazard {h.id}: {h.code} ({h.hazard_class}) on {h.device_id}, deadline {h.deadline}")
 
 
+@hazards_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV: device_id,code,description,found_at")],
+    actor: Annotated[str, typer.Option(help="who reports them (e.g. the inspection body)")] = "import",
+) -> None:
+    """Import hazards found elsewhere (an inspection body's list): all rows or none; every bad
+    row is reported with its row number."""
+    import csv
+
+    from semon.rules.hazards import service as hs
+    from semon.store.access import NotVisible
+
+    text = file.read_bytes()
+    try:
+        body = text.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        body = text.decode("gb18030", errors="strict")  # what Excel on Chinese Windows saves
+    rows = list(csv.DictReader(body.splitlines()))
+    missing = {"device_id", "code"} - set(rows[0] if rows else {})
+    if not rows or missing:
+        err.print(f"[red]{file}: no rows, or missing column(s) {', '.join(sorted(missing))}[/]")
+        raise typer.Exit(2)
+    problems: list[str] = []
+    now = datetime.now(UTC)
+    with _access() as (access, _, tz):
+        for n, row in enumerate(rows, start=2):  # row 1 is the header, as a spreadsheet counts
+            try:
+                found = _at(row.get("found_at") or None)
+                f = hs.Finding(
+                    row["device_id"].strip(),
+                    row["code"].strip(),
+                    (row.get("description") or "").strip(),
+                    source="import",
+                    at=found,
+                )
+                hs.record(access, f, actor, tz, now)
+            except (hs.HazardInvalid, NotVisible, typer.BadParameter) as e:
+                problems.append(f"第 {n} 行 row {n}: {e}")
+        if problems:
+            access.s.rollback()
+            for p in problems:
+                err.print(p)
+            err.print(f"[red]nothing imported: {len(problems)} row(s) with errors[/]")
+            raise typer.Exit(2)
+    print(f"imported {len(rows)} hazards")
+
+
 @hazards_app.command("scan")
 def scan(at: AtOpt = None) -> None:
     """Propose hazards from recent alarms and escalate overdue ones, once — what ``semon api``
