@@ -16,6 +16,7 @@ from semon.api import (
     routes_alarms,
     routes_dead_letters,
     routes_devices,
+    routes_hazards,
     routes_health,
     routes_keys,
     routes_maintenance,
@@ -32,6 +33,7 @@ from semon.config import Settings
 from semon.logs import setup_logging
 from semon.notify.canary import Canary
 from semon.notify.dispatcher import Dispatcher
+from semon.rules.hazards.watch import HazardWatch
 from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
@@ -57,6 +59,7 @@ TAGS = [
     {"name": "operations", "description": "Health and metrics."},
     {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator (docs/alerts.md)."},
     {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs."},
+    {"name": "hazards", "description": "Hidden hazards to closure, risk grades, the inspection draw, indicators."},
 ]
 
 
@@ -90,6 +93,11 @@ def create_app(
                 dispatcher = Dispatcher(cfg, app.state.db, name="api-dispatcher")
                 dispatcher.start()
                 closers.append(dispatcher.stop)
+                hazard_watch = HazardWatch(
+                    app.state.db, cfg.hazard_scan_s, cfg.report_timezone, app.state.telemetry, cfg.hazard_board_s
+                )
+                hazard_watch.start()
+                closers.append(hazard_watch.stop)
             if cfg.canary_enabled:
                 # The pipeline canary: a collector that stops answering raises "monitoring degraded".
                 canary = Canary(cfg, app.state.db, name="api")
@@ -133,6 +141,7 @@ def create_app(
     app.include_router(routes_webhooks.router)
     app.include_router(routes_rescues.router)
     app.include_router(routes_maintenance.router)
+    app.include_router(routes_hazards.router)
     app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)
     return app
 

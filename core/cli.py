@@ -12,6 +12,7 @@ from rich.console import Console
 
 from semon.config import get_settings
 from semon.logs import setup_logging
+from semon.rules.hazards.cli import hazards_app, inspections_app
 from semon.rules.maintenance.cli import maintenance_app
 
 app = typer.Typer(help="semon — monitoring for elevators and pressure vessels.", no_args_is_help=True)
@@ -22,6 +23,8 @@ app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys (roles: regulator, firm, owner).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(hazards_app, name="hazards")
+app.add_typer(inspections_app, name="inspections")
 console = Console(stderr=True)
 
 
@@ -384,6 +387,8 @@ def deliver() -> None:
     """
     from semon.notify.canary import Canary
     from semon.notify.dispatcher import Dispatcher
+    from semon.rules.hazards.watch import HazardWatch
+    from semon.store import open_telemetry
     from semon.store.db import Database
 
     s = get_settings()
@@ -391,13 +396,18 @@ def deliver() -> None:
     db = Database(s.db_url)
     d = Dispatcher(s, db, name="semon-deliver")
     d.start()
+    telemetry = open_telemetry(s)
+    hazard_watch = HazardWatch(db, s.hazard_scan_s, s.report_timezone, telemetry, s.hazard_board_s)
+    hazard_watch.start()
     canary = Canary(s, db, name="deliver") if s.canary_enabled else None
     if canary is not None:
         canary.start()
     _wait_for_signal()
     if canary is not None:
         canary.stop()
+    hazard_watch.stop()
     d.stop()
+    telemetry.close()
     db.dispose()
 
 

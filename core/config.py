@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     rescue_alarm_types: list[str] = ["trapped_passenger"]
     rescue_arrival_limit_s: float = Field(1800.0, gt=0)
     rescue_response_limit_s: float = Field(180.0, gt=0)
+    # Hazard scan beside the dispatcher: proposals from alarms, overdue escalation (docs/hazards.md).
+    hazard_scan_s: float = Field(60.0, gt=0)
+    hazard_board_s: float = Field(900.0, gt=0)
     # Pipeline canary (docs/alerts.md): `semon api` / `semon deliver` ping every collector through
     # the broker each interval; no echo from one for the timeout raises "monitoring degraded".
     canary_enabled: bool = True

@@ -43,6 +43,7 @@ SEVERITY_COLORS = {"critical": "red", "major": "orange", "minor": "yellow"}
 # The planner's modes (rules/maintenance/default_policy.toml): standard 15-day cycle, on demand 30 / 90.
 MODE_COLORS = {"standard_15": "red", "on_demand_30": "yellow", "on_demand_90": "green"}
 ITEM_CLASSES = ("half_month", "quarterly", "half_year", "yearly")
+RISK_COLORS = {"A": "blue", "B": "yellow", "C": "orange", "D": "red"}
 
 
 def sql(text: str) -> str:
@@ -124,6 +125,19 @@ def plan_sum(fields: dict[str, str], where: str = "", by: Iterable[str] = ()) ->
     return sql(f"""
         SELECT {outer} FROM (SELECT {inner} FROM "maintenance_plan" WHERE {cond}time > now() - $plan_window
         GROUP BY "kind", "firm", "district", "mode"){f" GROUP BY {group}" if group else ""}""")
+
+
+def hazard_sum(fields: dict[str, str]) -> str:
+    """City-wide sum over districts of the newest ``hazard_indicators`` value of each field.
+
+    The hazard scan writes one point per district every ``SEMON_HAZARD_BOARD_S`` (this local
+    year so far); the newest point of each district within ``$plan_window`` is its current state.
+    """
+    inner = ", ".join(f'last("{f}") AS "{f}"' for f in fields)
+    outer = ", ".join(f'sum("{f}") AS "{a}"' for f, a in fields.items())
+    return sql(f"""
+        SELECT {outer} FROM (SELECT {inner} FROM "hazard_indicators" WHERE time > now() - $plan_window
+        GROUP BY "district")""")
 
 
 # ------------------------------------------------------------------------------ builders
@@ -500,6 +514,36 @@ def regulator() -> dict[str, Any]:
                          by=("district",)), fmt="table")],
         w=24, h=7, sort_by="half-month overdue",
     )  # fmt: skip
+
+    b.row("Dual prevention: hazards and risk (双重预防)")
+    b.stat(
+        "Major hazards this year",
+        "City-wide, this local year: major hazards (GB 45067-2024) found, closed on time, closed late and open past "
+        "their deadline (target: 100 % remediated). From the newest hazard_indicators snapshot.",
+        [target(hazard_sum({"major_found": "found", "major_closed_on_time": "closed on time",
+                            "major_closed_late": "closed late", "major_open_overdue": "overdue"}))],
+        w=8, overrides=[by_name("overdue", thresholds=thresholds((None, "green"), (1, "red"))),
+                        by_name("closed late", thresholds=thresholds((None, "green"), (1, "orange")))],
+    )
+    b.stat(
+        "Devices by risk grade",
+        "Risk grades A (low) … D (very high) from the documented factors (docs/hazards.md).",
+        [target(hazard_sum({f"grade_{g}": g for g in "ABCD"}))],
+        w=6, overrides=[by_name(g, color=color(c)) for g, c in RISK_COLORS.items()],
+    )
+    b.table(
+        "Hazards and accidents by district",
+        "Per district, this local year: units, hazards per 10,000 units, major hazards found and their remediation "
+        "rate, overdue ones, accidents and deaths per 10,000 units (docs/hazards.md, Indicators).",
+        [target(sql("""SELECT last("units") AS "units", last("hazards_per_10k") AS "hazards / 10k",
+                       last("major_found") AS "major found", last("major_remediation_rate") AS "remediation rate",
+                       last("major_open_overdue") AS "overdue", last("accidents") AS "accidents",
+                       last("deaths_per_10k") AS "deaths / 10k", last("grade_D") AS "grade D"
+                       FROM "hazard_indicators" WHERE time > now() - $plan_window GROUP BY "district\""""),
+                fmt="table")],
+        w=10, h=7, sort_by="overdue",
+        overrides=[by_name("remediation rate", unit="percentunit", decimals=1)],
+    )
 
     critical = sql("""SELECT "message", "event", "device_id", "type", "severity" FROM "alarm_event"
                       WHERE "event" = 'raised' AND "severity" = 'critical' AND $timeFilter""")

@@ -25,7 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,8 +37,10 @@ from sqlalchemy import select
 from semon.config import Settings
 from semon.grafana import DATASOURCE_NAME, DATASOURCE_UID, datasource_model, sync_device_info
 from semon.ingest.collector import Collector
+from semon.rules.hazards import service as hazards
 from semon.simulators.fleet import MEDIA, Fleet, build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
+from semon.store.access import SYSTEM, Access
 from semon.store.db import Database
 from semon.store.influx import InfluxStore
 from semon.store.models import Alarm, AlarmEvent
@@ -223,6 +225,9 @@ def test_provisioning_lines_up_with_compose_volumes():
 
 
 # ------------------------------------------------------------------ the data every query needs
+TZ = "Asia/Shanghai"
+
+
 @dataclass
 class Filled:
     """InfluxDB after a simulated run, and the values chosen for the board variables."""
@@ -322,6 +327,20 @@ def _plan_points(fleet: Fleet, at_ms: int, stale: bool = False) -> list[Point]:
     return pts
 
 
+def _hazard_points(db: Database, lift: str, vessel: str, now_ms: int) -> list[Point]:
+    """hazard_indicators as the hazard scan writes it, from real hazard records and an accident."""
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    with db.session() as s:
+        access = Access(s, SYSTEM)
+        hazards.record(access, hazards.Finding(lift, "EL-M-DOORLOCK-BYPASS", "门锁短接"), "inspector", TZ, now)
+        old = now - timedelta(days=20)  # found and left open past its 15-day deadline
+        hazards.record(access, hazards.Finding(vessel, "PV-M-SAFETY-ACCESSORY-FAILED", at=old), "inspector", TZ, now)
+        hazards.record_accident(access, lift, now.date(), 1, 0, "", "city", now)
+        s.commit()
+    # The period starts 30 days back, so both hazards are in it whatever today's date.
+    return hazards.indicator_points(db, now, TZ, since=(now - timedelta(days=30)).date())
+
+
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
     tmp = tmp_path_factory.mktemp("boards")
@@ -376,6 +395,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Filled]:
         store.write(_alarm_points(db, store, fleet, lift2, now))
         store.write(_plan_points(fleet, now - 3_600_000, stale=True))
         store.write(_plan_points(fleet, now - 60_000))
+        store.write(_hazard_points(db, lift, vessel, now))
         yield Filled(store, firm, lift, vessel, int(time.time() * 1000))
     finally:
         if collector is not None:
@@ -466,6 +486,11 @@ def _values(series: list[dict[str, Any]], column: str) -> dict[str, Any]:
 
 def test_board_queries_compute_what_they_claim(filled: Filled):
     """Beyond "returns data": a few panels checked against numbers known from the test data."""
+    major = _run(filled, "regulator-fleet.json", "panel 'Major hazards this year' A")[0]
+    got = dict(zip(major["columns"], major["values"][0], strict=True))
+    assert (got["found"], got["overdue"], got["closed on time"]) == (2, 1, 0), got
+    grades = _run(filled, "regulator-fleet.json", "panel 'Devices by risk grade' A")[0]
+    assert sum(v for v in grades["values"][0][1:]) == ELEVATORS + VESSELS
     reporting = _values(_run(filled, "regulator-fleet.json", "panel 'Devices reporting' A"), "devices")
     assert reporting == {"elevator": ELEVATORS, "vessel": VESSELS}
     # Only the newest maintenance snapshot of each group counts (the stale one has +5 per group).

@@ -15,7 +15,9 @@ from fastapi.testclient import TestClient
 
 from semon.api.app import create_app
 from semon.config import Settings
+from semon.rules.hazards import service as hazards
 from semon.rules.maintenance import load_policy, record_visit
+from semon.store.access import SYSTEM, Access
 from semon.store.db import Database
 from semon.store.keys import create_key
 from semon.store.models import Alarm, AlarmEvent, ApiKey, DeadLetter
@@ -26,6 +28,7 @@ from tests.helpers import REGISTRY_HEADER
 from tests.test_delivery_helpers import seed_notify
 
 T0 = 1_764_000_000_000
+TZ = "Asia/Shanghai"
 # Firm B's things: ids distinctive enough that finding them in a response body means a leak.
 B_DEVICE, A_DEVICE = "BDEV-77", "ADEV-11"
 
@@ -45,6 +48,19 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/rescues/{rescue_id}/dispatch"): {"tier": "own_firm"},
     ("POST", "/rescues/{rescue_id}/arrive"): {},
     ("POST", "/rescues/{rescue_id}/release"): {"cause": "unknown"},
+    ("POST", "/hazards/{hazard_id}/confirm"): {},
+    ("POST", "/hazards/{hazard_id}/reject"): {"note": "not a hazard"},
+    ("POST", "/hazards/{hazard_id}/assign"): {"assignee": "Li Ming"},
+    ("POST", "/hazards/{hazard_id}/rectify"): {"note": "jumper removed"},
+    ("POST", "/hazards/{hazard_id}/verify"): {"note": "checked on site"},
+    ("POST", "/hazards/{hazard_id}/reopen"): {"note": "still bypassed"},
+    ("POST", "/hazards/{hazard_id}/evidence"): {"photo": "bytes"},
+}
+# Hazard steps need a hazard in the right state each: which seeded hazard a path gets.
+HAZARD_FOR = {
+    "/hazards/{hazard_id}/confirm": "hazard_candidate", "/hazards/{hazard_id}/reject": "hazard_candidate2",
+    "/hazards/{hazard_id}/rectify": "hazard_open2", "/hazards/{hazard_id}/verify": "hazard_rectified",
+    "/hazards/{hazard_id}/reopen": "hazard_rectified2",
 }
 REGULATOR_ONLY = {
     ("POST", "/keys"),
@@ -55,6 +71,8 @@ REGULATOR_ONLY = {
     ("PATCH", "/maintenance/firms/{firm_id}"),
     ("PATCH", "/maintenance/use-units/{use_unit_id}"),
     ("POST", "/maintenance/facts/import"),
+    ("POST", "/inspections/draw"),
+    ("POST", "/accidents"),
 }
 
 
@@ -88,6 +106,25 @@ def _seed(db: Database, tel: SqliteTelemetryStore) -> dict[str, Any]:
     for dev in (A_DEVICE, B_DEVICE):
         tel.write([Point("elevator_status", {"device_id": dev}, {"floor": 3, "seq": i}, point_time_ns(T0 + i, i), dev)
                    for i in range(1, 4)])  # fmt: skip
+    ids.update(_seed_hazards(db, now))
+    return ids
+
+
+def _seed_hazards(db: Database, now: datetime) -> dict[str, Any]:
+    ids: dict[str, Any] = {}
+    with db.session() as s:
+        access = Access(s, SYSTEM)
+        for dev in (A_DEVICE, B_DEVICE):
+            for name in ("open", "open2", "candidate", "candidate2", "rectified", "rectified2"):
+                h = hazards.record(access, hazards.Finding(dev, "EL-G-OTHER", f"hazard {name}"), "city", TZ, now)
+                if name.startswith("candidate"):
+                    h.status = "candidate"
+                if name.startswith("rectified"):
+                    hazards.advance(access, h.id, "rectify", "city", hazards.StepBody(note="fixed"), TZ, now)
+                ids[f"hazard_{name}_{dev}"] = h.id
+            e = hazards.add_evidence(access, ids[f"hazard_open_{dev}"], "p.jpg", "image/jpeg", b"jpg", "city", now)
+            ids[f"evidence_id_{dev}"] = e.id
+        s.commit()
     return ids
 
 
@@ -120,7 +157,8 @@ def _fill(path: str, ids: dict[str, Any], dev: str) -> str:
     firm, unit = ("FA", "UA") if dev == A_DEVICE else ("FB", "UB")
     values = {"device_id": dev, "alarm_id": ids[f"alarm_{dev}"], "key_id": ids["key_b"], "firm_id": firm,
               "use_unit_id": unit, "record_id": ids[f"record_{dev}"],
-              **{k: ids[f"{k}_{dev}"] for k in ("webhook_id", "delivery_id", "rescue_id")}}
+              **{k: ids[f"{k}_{dev}"] for k in ("webhook_id", "delivery_id", "rescue_id", "evidence_id")},
+              "hazard_id": ids[f"{HAZARD_FOR.get(path, 'hazard_open')}_{dev}"]}
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)

@@ -165,5 +165,6 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+from semon.store import hazards as _hazards  # noqa: E402,F401  (register tables)
 from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)
 from semon.store import notify_models as _notify_models  # noqa: E402,F401  (register tables)
