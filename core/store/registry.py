@@ -19,9 +19,12 @@ REQUIRED_COLUMNS = ("id", "kind")
 DEVICE_COLUMNS = (
     "equipment_code", "district", "address", "lat", "lon", "firm_id", "use_unit_id", "install_date",
     "rated_speed", "floors", "bottom_floor", "design_pressure", "set_pressure", "design_temperature", "medium",
+    "max_working_pressure",
 )  # fmt: skip
 _INT_COLUMNS = {"floors", "bottom_floor"}
-_FLOAT_COLUMNS = {"lat", "lon", "rated_speed", "design_pressure", "set_pressure", "design_temperature"}
+_FLOAT_COLUMNS = {
+    "lat", "lon", "rated_speed", "design_pressure", "set_pressure", "design_temperature", "max_working_pressure",
+}  # fmt: skip
 
 
 class RegistryImportError(ValueError):
@@ -156,6 +159,7 @@ class DeviceInfo:
     design_temperature: float | None = None
     design_pressure: float | None = None
     attributes: dict[str, Any] | None = None
+    max_working_pressure: float | None = None  # MPa; unknown → the rules use set / 1.05
 
 
 def registry_fingerprint(db: Database) -> tuple[int, int] | None:
@@ -178,11 +182,12 @@ def load_registry(db: Database) -> dict[str, DeviceInfo]:
     cols = (
         Device.id, Device.kind, Device.district, Device.firm_id, Device.rated_speed, Device.floors,
         Device.bottom_floor, Device.set_pressure, Device.design_temperature, Device.design_pressure, Device.attributes,
+        Device.max_working_pressure,
     )  # fmt: skip
     with db.session() as s:
         # Devices that send telemetry; the platform's own row (its alarms, notify/canary.py) is not one.
         rows = s.execute(select(*cols).where(Device.kind != "platform")).all()
     return {
-        r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None)
+        r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None, r[11])
         for r in rows
     }
