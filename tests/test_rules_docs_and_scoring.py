@@ -6,7 +6,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from semon.rules.docs import render
+from semon.rules.catalog import Catalog
+from semon.rules.docs import MODES_BEGIN, MODES_END, render
+from semon.rules.engine import RuleEngine
 from semon.rules.scoring import load_truth, score, totals
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
@@ -20,6 +22,19 @@ def test_docs_catalog_table_is_generated_from_the_catalog():
     doc = (REPO / "docs/rules.md").read_text()
     assert render(doc) == doc, "docs/rules.md is stale: run python -m semon.rules.docs"
     assert "`vessel.gas_leak`" in doc and "| gbt24476 | 90 | alarm_button |" in doc
+    # the rule × mode matrix, generated too: one row per elevator rule, a reason in every cell
+    matrix = doc.partition(MODES_BEGIN)[2].partition(MODES_END)[0]
+    rows = [ln for ln in matrix.splitlines() if ln.startswith("| `elevator.")]
+    assert len(rows) == sum(r.kind == "elevator" for r in Catalog().defs.values())
+    assert "| `elevator.run_time_anomaly` | ✔" in matrix and all(ln.count("✔") + ln.count("✘") == 8 for ln in rows)
+
+
+def test_docs_state_the_offline_limit_the_engine_uses():
+    engine = RuleEngine()
+    off = engine.catalog.offline
+    figure = f"{off.factor:g} × keep-alive of {off.keepalive_s:g} s = {engine.offline_timeout_ms // 1000} s"
+    for name in ("rules.md", "protocol.md"):
+        assert figure in " ".join((REPO / "docs" / name).read_text().split()), name
 
 
 def _alarm(db: Database, dev: str, typ: str, onset: int, start: int, end: int | None, sev: str, steps=()) -> None:
@@ -40,6 +55,7 @@ def test_score_recall_precision_latency_and_implied(tmp_path: Path):
     db = Database(f"sqlite:///{tmp_path}/s.db")
     small_registry(db, tmp_path / "reg.csv")
     truth = tmp_path / "truth.jsonl"
+
     def rec(dev: str, typ: str, end: int, **kw: object) -> dict:
         return {"device_id": dev, "alarm_type": typ, "severity": "critical", "onset_ts": T0, "end_ts": T0 + end, **kw}
 
