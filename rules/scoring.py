@@ -3,8 +3,17 @@
 A truth record (one JSON line) says which alarm a fault should raise, from when (``onset_ts``,
 device time) to when (``end_ts``), at which severity, and which other alarm types it may
 legitimately cause (``implied``). An alarm of the expected type on that device overlapping the
-fault detects it; its latency is from the fault's onset to the moment the alarm reached the
-expected severity. Alarms explained by no fault are false positives.
+fault detects it; its latency is from the fault's onset to the alarm's start (the severity
+then only has to be reached during the fault). Alarms explained by no fault are false positives.
+
+An alarm that began before the fault (more than ``MATCH_SLACK_MS`` before its onset) detects
+it only by reaching the expected severity after the onset — latency to that moment — and when
+it stood at that severity all along it is counted as ``preexisting``, never as a detection
+with a negative latency. (That is what made ``semon score`` print a negative p50 in the demo:
+vessels at normal working pressure sat in a false "≥ 90 % of set pressure" overpressure from
+their first message, and an injected overpressure matched that standing alarm.) A record with
+an empty ``alarm_type`` is behaviour that must raise nothing (a trap in inspection): any alarm
+on its device counts as a false positive, as elsewhere.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ class TypeScore:
     alarms: int = 0
     false_positives: int = 0
     late: int = 0
+    preexisting: int = 0  # matched only by an alarm already at the expected severity before the onset
     latencies_ms: list[int] = field(default_factory=list)
 
     @property
@@ -87,8 +97,8 @@ def load_truth(path: Path) -> list[Truth]:
         if not line.strip():
             continue
         r = json.loads(line)
-        if "alarm_type" not in r or r.get("onset_ts") is None:
-            continue
+        if not r.get("alarm_type") or r.get("onset_ts") is None:
+            continue  # expects no alarm, or never became visible
         out.append(
             Truth(r["device_id"], r["alarm_type"], int(r["onset_ts"]), r.get("end_ts"), r.get("severity"),
                   list(r.get("implied") or []), r.get("fault", ""))
@@ -105,6 +115,24 @@ def _deadline_ms(engine: RuleEngine, dev: DeviceInfo | None, alarm_type: str) ->
     rules = engine.catalog.for_device(dev)
     times = [rules.trigger_ms[i] for i, c in enumerate(rules.rules) if c.spec.alarm_type == alarm_type]
     return max(times) if times else 0
+
+
+def _detection_ts(
+    hits: list[Alarm], reached: dict[int, list[tuple[int, str]]], want: int | None, earliest: int
+) -> int | None:
+    """When the fault was detected: the first alarm starting from ``earliest`` on, or an older
+    alarm reaching the expected severity (rank ``want``) from then on; None if neither."""
+    times = []
+    for a in hits:
+        if a.start_ts >= earliest:
+            times.append(a.start_ts)
+        else:
+            times += [
+                when
+                for when, sev in reached.get(a.id, [])
+                if when >= earliest and (want is None or SEVERITY_RANK[Severity(sev)] <= want)
+            ]
+    return min(times, default=None)
 
 
 def score(
@@ -168,8 +196,12 @@ def score(
         # Detection time is the first alarm of the type; a ladder then climbs as the physics does
         # (gas 25 → 50 % LEL), which the truth's single onset cannot time, so the expected
         # severity only has to be reached during the fault. Negative: warned on a lower rung first.
+        detected_at = _detection_ts(hits, reached, want, t.onset_ts - MATCH_SLACK_MS)
+        if detected_at is None:
+            ts.preexisting += 1
+            continue
         ts.detected += 1
-        latency = hits[0].start_ts - t.onset_ts
+        latency = detected_at - t.onset_ts
         ts.latencies_ms.append(latency)
         if latency > deadline + DEADLINE_SLACK_MS:
             ts.late += 1
@@ -195,4 +227,5 @@ def totals(scores: dict[str, TypeScore]) -> dict[str, Any]:
         "false_positives": fps,
         "precision": (alarms - fps) / alarms if alarms else None,
         "late": sum(s.late for s in scores.values()),
+        "preexisting": sum(s.preexisting for s in scores.values()),
     }

@@ -82,3 +82,43 @@ def test_score_recall_precision_latency_and_implied(tmp_path: Path):
     t = totals(sc)
     assert t["faults"] == 3 and t["detected"] == 3 and t["alarms"] == 5 and t["false_positives"] == 1
     db.dispose()
+
+
+def test_a_standing_alarm_is_no_detection_with_negative_latency(tmp_path: Path):
+    # The demo's negative p50: an overpressure alarm standing since the vessel's first message
+    # (the old 90 % rung at normal working pressure) matched a fault injected ten minutes later.
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    small_registry(db, tmp_path / "reg.csv")
+    truth = tmp_path / "truth.jsonl"
+    recs = [
+        {
+            "device_id": "V1",
+            "alarm_type": "overpressure",
+            "severity": "critical",
+            "onset_ts": T0,
+            "end_ts": T0 + 30_000,
+        },
+        {"device_id": "E2", "alarm_type": "door_fault", "severity": "minor", "onset_ts": T0, "end_ts": T0 + 30_000},
+        {
+            "device_id": "E1",
+            "alarm_type": "",
+            "severity": None,
+            "onset_ts": T0,
+            "end_ts": T0 + 9_000,
+        },  # expects nothing
+    ]
+    truth.write_text("\n".join(json.dumps(r) for r in recs))
+    early = T0 - 600_000
+    # V1: standing major, the fault's critical rung reached 2 s after the onset: detected, 2 s
+    _alarm(db, "V1", "overpressure", early, early, T0 + 30_000, "critical",
+           steps=("major", (T0 + 2000, "critical", "severity_changed")))  # fmt: skip
+    # E2: a door fault standing all along: the injected one was never told apart from it
+    _alarm(db, "E2", "door_fault", early, early, T0 + 30_000, "minor")
+    _alarm(db, "E1", "run_time_anomaly", T0 + 1000, T0 + 1000, T0 + 5000, "major")  # raised where nothing may be
+    loaded = load_truth(truth)
+    assert [t.device_id for t in loaded] == ["V1", "E2"]
+    sc = score(db, loaded)
+    assert sc["overpressure"].latencies_ms == [2000] and sc["overpressure"].detected == 1
+    assert sc["door_fault"].preexisting == 1 and sc["door_fault"].detected == 0 and not sc["door_fault"].latencies_ms
+    assert sc["run_time_anomaly"].false_positives == 1
+    assert totals(sc)["preexisting"] == 1
