@@ -122,3 +122,21 @@ def test_a_standing_alarm_is_no_detection_with_negative_latency(tmp_path: Path):
     assert sc["door_fault"].preexisting == 1 and sc["door_fault"].detected == 0 and not sc["door_fault"].latencies_ms
     assert sc["run_time_anomaly"].false_positives == 1
     assert totals(sc)["preexisting"] == 1
+
+
+def test_implied_alarms_count_from_the_scheduled_start(tmp_path: Path):
+    # A sensor glitch 60 s before the rise: its out-of-range alarm ended before the rise began.
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    small_registry(db, tmp_path / "reg.csv")
+    truth = tmp_path / "truth.jsonl"
+    rec = {
+        "device_id": "V1", "alarm_type": "pressure_rise_rate", "severity": "major", "onset_ts": T0,
+        "end_ts": T0 + 60_000, "implied": ["sensor_out_of_range"], "details": {"scheduled_ts": [T0 - 70_000, T0]},
+    }  # fmt: skip
+    truth.write_text(json.dumps(rec))
+    _alarm(db, "V1", "sensor_out_of_range", T0 - 68_000, T0 - 66_000, T0 - 55_000, "minor")
+    _alarm(db, "V1", "pressure_rise_rate", T0, T0 + 5000, T0 + 60_000, "major")
+    _alarm(db, "V1", "sensor_out_of_range", T0 - 300_000, T0 - 298_000, T0 - 290_000, "minor")  # before: unexplained
+    sc = score(db, load_truth(truth))
+    assert sc["sensor_out_of_range"].alarms == 2 and sc["sensor_out_of_range"].false_positives == 1
+    assert sc["pressure_rise_rate"].detected == 1
