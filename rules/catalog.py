@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from semon.contract.messages import ServiceMode
 from semon.rules import expr
 from semon.rules.base import RuleSpec, Severity
-from semon.store.registry import DeviceInfo
+from semon.store.registry import DeviceInfo, effective_max_working_pressure
 
 DATA = Path(__file__).resolve().parent / "data"
 CATALOG_FILE = DATA / "catalog.toml"
@@ -43,9 +43,6 @@ DERIVED = {
 }
 # Elevator service modes (contract v1); rules of kinds without a mode apply whatever happens.
 MODES: tuple[str, ...] = tuple(m.value for m in ServiceMode)
-# Set pressure is 1.05–1.10 × working pressure (domain.md §5): with no maximum working pressure
-# on record, the lowest ratio gives the highest working pressure the set pressure allows.
-SET_TO_WORKING_RATIO = 1.05
 
 Param = float | int | bool | str
 
@@ -269,11 +266,7 @@ def device_attrs(d: DeviceInfo) -> dict[str, Any]:
         "bottom_floor": d.bottom_floor,
         "top_floor": top,
         "set_pressure": d.set_pressure,
-        "max_working_pressure": (
-            d.max_working_pressure
-            if d.max_working_pressure is not None or d.set_pressure is None
-            else d.set_pressure / SET_TO_WORKING_RATIO
-        ),
+        "max_working_pressure": effective_max_working_pressure(d.max_working_pressure, d.set_pressure),
         "design_pressure": d.design_pressure,
         "design_temperature": d.design_temperature,
     }

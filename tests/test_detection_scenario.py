@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from semon.ingest.collector import Collector
 from semon.rules.base import Severity
@@ -23,7 +22,6 @@ from semon.simulators.faults import FAULT_TYPES
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.simulators.scenario import mixed_minimum_ms
-from semon.store.models import Alarm
 from semon.store.registry import import_devices_csv
 from tests.conftest import Stack
 from tests.helpers import wait_until
@@ -106,7 +104,8 @@ def test_mixed_scenario_detects_every_fault_type(stack: Stack, tmp_path: Path):
     # every mode a passenger can be trapped in was scored, and detected (critical: recall 1.0 above)
     trapped = {t.device_id for t in truth if t.alarm_type == "trapped_passenger"}
     assert {"E000011", "E000012", "E000013", "E000014", "E000015"} <= trapped
-    assert not QUIET & {t.device_id for t in truth}  # they expect nothing…
-    with stack.db.session() as s:  # …and got nothing (an alarm there would be a false positive too)
-        quiet_alarms = s.scalars(select(Alarm).where(Alarm.device_id.in_(QUIET))).all()
-    assert [(a.device_id, a.type) for a in quiet_alarms] == []
+    # The quiet cases happened and expected nothing; an alarm in their windows would have been
+    # unexplained by any fault (no other fault overlaps them), so a false positive above.
+    raw = [json.loads(x) for x in (tmp_path / "truth.jsonl").read_text().splitlines() if x.strip()]
+    quiet = {r["device_id"] for r in raw if r["alarm_type"] == "" and r["details"]["spec"] in MODES}
+    assert quiet == QUIET, quiet

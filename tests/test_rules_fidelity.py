@@ -298,3 +298,28 @@ def test_door_cycling_alarm_clears_when_its_window_expires_without_a_message():
     cleared = e.tick(first_edge + 60_000 + 1000)
     assert [(t.event, t.ts) for t in cleared] == [("cleared", first_edge + 60_001)]
     assert [t for t in e.tick(first_edge + 200_000) if t.rule.alarm_type != "terminal_offline"] == []
+
+
+def test_registry_import_carries_the_maximum_working_pressure(tmp_path: Path):
+    from semon.grafana import device_info_points
+    from semon.store.db import Database
+    from semon.store.registry import import_devices_csv, load_registry
+    from tests.helpers import REGISTRY_HEADER
+
+    db = Database(f"sqlite:///{tmp_path}/r.db")
+    firm = "F001,Firm One,4,A,92,U0001,Unit,3"
+    csv = tmp_path / "reg.csv"
+    csv.write_text(
+        REGISTRY_HEADER + ",max_working_pressure"
+        + f"\nV1,210012345202000003,vessel,Haizhu,A road 3,23.1,113.3,{firm},2019-05-01,,,,1.76,1.6,80,LPG,1.48"
+        + f"\nV2,210012345202000004,vessel,Haizhu,A road 4,23.1,113.3,{firm},2019-05-01,,,,1.76,1.6,80,LPG,\n"
+    )  # fmt: skip
+    import_devices_csv(db, csv)
+    reg = load_registry(db)
+    assert reg["V1"].max_working_pressure == 1.48 and reg["V2"].max_working_pressure is None
+    assert CATALOG.for_device(reg["V1"]).attrs["max_working_pressure"] == 1.48
+    assert CATALOG.for_device(reg["V2"]).attrs["max_working_pressure"] == 1.6 / 1.05  # unknown: set / 1.05
+    # the device board's threshold line is the same value the rule uses
+    lines = {p.tags["device_id"]: p.fields["max_working_pressure"] for p in device_info_points(db, 0)}
+    assert lines == {"V1": 1.48, "V2": 1.6 / 1.05}
+    db.dispose()

@@ -144,6 +144,18 @@ def _device_record(row: dict[str, str]) -> dict[str, object]:
     return rec
 
 
+# Set pressure is 1.05–1.10 × working pressure (domain.md §5): with no maximum working pressure
+# on record, the lowest ratio gives the highest working pressure the set pressure allows.
+SET_TO_WORKING_RATIO = 1.05
+
+
+def effective_max_working_pressure(max_working: float | None, set_pressure: float | None) -> float | None:
+    """A vessel's maximum working pressure (MPa): the registry's, else set pressure / 1.05."""
+    if max_working is not None or set_pressure is None:
+        return max_working
+    return set_pressure / SET_TO_WORKING_RATIO
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """What the collector needs to know about a device on the hot path."""
