@@ -323,3 +323,15 @@ def test_registry_import_carries_the_maximum_working_pressure(tmp_path: Path):
     lines = {p.tags["device_id"]: p.fields["max_working_pressure"] for p in device_info_points(db, 0)}
     assert lines == {"V1": 1.48, "V2": 1.6 / 1.05}
     db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("p", "valid"),
+    [(0.0, True), (-0.000001, False), (0.000001, True), (2.64, True), (2.640001, False), (2.639999, True)],
+)
+def test_sensor_range_boundaries(p: float, valid: bool):
+    # 0 … 1.5 × design pressure (1.76 MPa → 2.64), both ends inclusive, at the 9-decimal resolution
+    assert CATALOG.sensor_range.pressure_valid(p, 1.76) is valid
+    e = RuleEngine(CATALOG)
+    _vessel(e, VES, T0, 1, p)
+    assert e._devices["V1"].derived["pressure_valid"] is valid
