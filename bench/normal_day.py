@@ -36,6 +36,7 @@ def devices_of(fleet: object) -> dict[str, DeviceInfo]:
             out[d.device_id] = DeviceInfo(
                 d.device_id, "vessel", d.district, d.firm.firm_id, set_pressure=v.set_pressure,
                 design_temperature=v.design_temperature, design_pressure=v.design_pressure,
+                max_working_pressure=v.working_pressure,
             )  # fmt: skip
     return out
 

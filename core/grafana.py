@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from semon.store.db import Database
 from semon.store.models import Device
+from semon.store.registry import effective_max_working_pressure
 from semon.store.telemetry import Point, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ DEVICE_INFO_FIELDS: dict[str, type] = {
     "rated_speed": float,
     "floors": int,
     "set_pressure": float,
+    "max_working_pressure": float,  # as the rules use it: the registry's, else set / 1.05
     "design_pressure": float,
     "design_temperature": float,
 }
@@ -233,9 +235,9 @@ def device_info_points(db: Database, now_ns: int | None = None) -> list[Point]:
         rows = s.execute(select(Device.id, Device.kind, Device.district, Device.firm_id, *cols)).all()
     points = []
     for dev_id, kind, district, firm_id, *values in rows:
-        fields = {
-            name: cast(v) for (name, cast), v in zip(DEVICE_INFO_FIELDS.items(), values, strict=True) if v is not None
-        }
+        rec = dict(zip(DEVICE_INFO_FIELDS, values, strict=True))
+        rec["max_working_pressure"] = effective_max_working_pressure(rec["max_working_pressure"], rec["set_pressure"])
+        fields = {name: DEVICE_INFO_FIELDS[name](v) for name, v in rec.items() if v is not None}
         if not fields:
             continue  # nothing to draw; an empty point is not valid line protocol anyway
         tags = {"kind": kind, "device_id": dev_id, "district": district or "", "firm": firm_id or ""}

@@ -67,7 +67,7 @@ def open_alarm_count(severity: str | None = None, where: str = "", by: str | Non
     sev = f" AND \"sev\" = '{severity}'" if severity else ""
     group = f' GROUP BY "{by}"' if by else ""
     inner = open_alarms(where, (by,) if by else ())
-    return f"SELECT count(\"event\") AS \"open\" FROM ({inner}) WHERE \"event\" != 'cleared'{sev}{group}"
+    return f'SELECT count("event") AS "open" FROM ({inner}) WHERE "event" != \'cleared\'{sev}{group}'
 
 
 def open_alarm_list(where: str = "") -> str:
@@ -244,9 +244,20 @@ class Board:
         self.panels.append(panel)
 
     # Panel kinds with the options semon uses everywhere -------------------------------
-    def stat(self, title: str, description: str, targets: list[dict[str, Any]], *, w: int = 6, h: int = 5,
-             unit: str = "none", overrides: list[dict[str, Any]] | None = None, time_from: str | None = None,
-             steps: tuple[tuple[float | None, str], ...] = ((None, "blue"),), decimals: int | None = 0) -> None:
+    def stat(
+        self,
+        title: str,
+        description: str,
+        targets: list[dict[str, Any]],
+        *,
+        w: int = 6,
+        h: int = 5,
+        unit: str = "none",
+        overrides: list[dict[str, Any]] | None = None,
+        time_from: str | None = None,
+        steps: tuple[tuple[float | None, str], ...] = ((None, "blue"),),
+        decimals: int | None = 0,
+    ) -> None:
         """Big numbers; ``noValue`` 0 because an empty count means none."""
         defaults: dict[str, Any] = {
             "unit": unit, "noValue": "0", "color": {"mode": "thresholds"}, "thresholds": thresholds(*steps),
@@ -263,9 +274,19 @@ class Board:
             },
         )  # fmt: skip
 
-    def table(self, title: str, description: str, targets: list[dict[str, Any]], *, w: int = 12, h: int = 8,
-              overrides: list[dict[str, Any]] | None = None, transformations: list[dict[str, Any]] | None = None,
-              sort_by: str | None = None, hide: Iterable[str] = ("Time",)) -> None:
+    def table(
+        self,
+        title: str,
+        description: str,
+        targets: list[dict[str, Any]],
+        *,
+        w: int = 12,
+        h: int = 8,
+        overrides: list[dict[str, Any]] | None = None,
+        transformations: list[dict[str, Any]] | None = None,
+        sort_by: str | None = None,
+        hide: Iterable[str] = ("Time",),
+    ) -> None:
         """A table; the aggregate queries' meaningless Time column is hidden."""
         organize = {"id": "organize", "options": {"excludeByName": dict.fromkeys(hide, True)}}
         # Device and firm cells open the drill-down boards (harmless where a table has no such column).
@@ -279,11 +300,23 @@ class Board:
             options=options, transformations=[*(transformations or []), organize],
         )  # fmt: skip
 
-    def timeseries(self, title: str, description: str, targets: list[dict[str, Any]], *, w: int = 12, h: int = 8,
-                   unit: str = "short", draw: str = "line", interpolation: str = "linear", decimals: int | None = None,
-                   steps: tuple[tuple[float | None, str], ...] | None = None, threshold_style: str = "off",
-                   overrides: list[dict[str, Any]] | None = None,
-                   transformations: list[dict[str, Any]] | None = None) -> None:
+    def timeseries(
+        self,
+        title: str,
+        description: str,
+        targets: list[dict[str, Any]],
+        *,
+        w: int = 12,
+        h: int = 8,
+        unit: str = "short",
+        draw: str = "line",
+        interpolation: str = "linear",
+        decimals: int | None = None,
+        steps: tuple[tuple[float | None, str], ...] | None = None,
+        threshold_style: str = "off",
+        overrides: list[dict[str, Any]] | None = None,
+        transformations: list[dict[str, Any]] | None = None,
+    ) -> None:
         """A time series graph; thresholds can be drawn as dashed lines (``threshold_style``)."""
         defaults: dict[str, Any] = {
             "unit": unit,
@@ -380,9 +413,18 @@ def dashboard(
         "weekStart": "",
         "annotations": {"list": [BUILTIN_ANNOTATION, *annotations]},
         "links": [
-            {"title": "semon boards", "type": "dashboards", "tags": ["semon"], "asDropdown": True,
-             "includeVars": False, "keepTime": True, "icon": "external link", "targetBlank": False,
-             "tooltip": "", "url": ""},
+            {
+                "title": "semon boards",
+                "type": "dashboards",
+                "tags": ["semon"],
+                "asDropdown": True,
+                "includeVars": False,
+                "keepTime": True,
+                "icon": "external link",
+                "targetBlank": False,
+                "tooltip": "",
+                "url": "",
+            },
         ],
         "templating": {"list": variables},
         "panels": board.panels,
@@ -698,11 +740,13 @@ def device() -> dict[str, Any]:
         }
         return q, transform
 
-    lim_q, lim_t = limits("B", ("set_pressure", " * 0.9", "90 % of set pressure"), ("set_pressure", "", "set pressure"))
+    lim_q, lim_t = limits(
+        "B", ("max_working_pressure", "", "maximum working pressure"), ("set_pressure", "", "set pressure")
+    )
     b.timeseries(
-        "Pressure against the safety-valve set pressure",
-        "Highest pressure per interval; dashed lines at 90 % of the registry's set pressure (major alarm) and at the "
-        "set pressure (critical).",
+        "Pressure against the maximum working and set pressures",
+        "Highest pressure per interval; dashed lines at the maximum working pressure (above it: major alarm; the "
+        "registry's, else set pressure / 1.05) and at the safety-valve set pressure (at or above it: critical).",
         [target(sql(f"""SELECT max("pressure") AS "pressure" FROM "vessel_status" WHERE {d} AND $timeFilter
                         GROUP BY time($__interval) fill(none)""")), lim_q],
         w=12, h=8, unit="suffix: MPa", threshold_style="dashed", transformations=[lim_t],

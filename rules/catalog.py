@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from semon.contract.messages import ServiceMode
 from semon.rules import expr
 from semon.rules.base import RuleSpec, Severity
-from semon.store.registry import DeviceInfo
+from semon.store.registry import DeviceInfo, effective_max_working_pressure
 
 DATA = Path(__file__).resolve().parent / "data"
 CATALOG_FILE = DATA / "catalog.toml"
@@ -34,9 +35,14 @@ STATUS_FIELDS = {
 }  # fmt: skip
 DEVICE_ATTRS = {
     "elevator": ("rated_speed", "landings", "bottom_floor", "top_floor"),
-    "vessel": ("set_pressure", "design_pressure", "design_temperature"),
+    "vessel": ("set_pressure", "max_working_pressure", "design_pressure", "design_temperature"),
 }
-DERIVED = {"elevator": (), "vessel": ("pressure_rate", "pressure_still_s", "temperature_still_s")}
+DERIVED = {
+    "elevator": (),
+    "vessel": ("pressure_rate", "pressure_still_s", "temperature_still_s", "pressure_valid"),
+}
+# Elevator service modes (contract v1); rules of kinds without a mode apply whatever happens.
+MODES: tuple[str, ...] = tuple(m.value for m in ServiceMode)
 
 Param = float | int | bool | str
 
@@ -81,6 +87,49 @@ class RuleDef(BaseModel):
     explain: str = ""
     source: str = ""
     enabled: bool = True
+    modes: dict[str, str] = {}
+    not_modes: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _modes_complete(self) -> RuleDef:
+        if self.kind != "elevator":
+            if self.modes or self.not_modes:
+                raise ValueError(f"{self.id}: only elevator rules have service modes")
+            return self
+        for table in (self.modes, self.not_modes):
+            unknown = set(table) - {*MODES, "*"}
+            if unknown:
+                raise ValueError(f"{self.id}: unknown service mode(s) {sorted(unknown)} (known: {', '.join(MODES)})")
+        both = (set(self.modes) & set(self.not_modes)) - {"*"}
+        if both or ("*" in self.modes and "*" in self.not_modes):
+            raise ValueError(f"{self.id}: mode(s) {sorted(both) or ['*']} both in modes and not_modes")
+        missing = [m for m in MODES if m not in self.modes and m not in self.not_modes]
+        if missing and "*" not in self.modes and "*" not in self.not_modes:
+            raise ValueError(f"{self.id}: say whether the rule applies in mode(s) {', '.join(missing)}, and why")
+        return self
+
+    def mode_matrix(self) -> dict[str, tuple[bool, str]]:
+        """Every service mode → (the rule applies, why); empty for kinds without modes."""
+        if self.kind != "elevator":
+            return {}
+        out = {}
+        for m in MODES:
+            if m in self.modes:
+                out[m] = (True, self.modes[m])
+            elif m in self.not_modes:
+                out[m] = (False, self.not_modes[m])
+            elif "*" in self.modes:
+                out[m] = (True, self.modes["*"])
+            else:
+                out[m] = (False, self.not_modes["*"])
+        return out
+
+    def applies_in(self) -> tuple[str, ...] | None:
+        """The modes the rule applies in, or None when it applies whatever the mode."""
+        m = self.mode_matrix()
+        if not m or all(a for a, _ in m.values()):
+            return None
+        return tuple(k for k, (a, _) in m.items() if a)
 
 
 class RulePatch(BaseModel):
@@ -120,12 +169,27 @@ class OfflineDef(BaseModel):
     source: str = ""
 
 
+class SensorRange(BaseModel):
+    """Physical range of a vessel's pressure sensor: readings outside it are invalid."""
+
+    model_config = ConfigDict(extra="forbid")
+    pressure_min_mpa: float = 0.0
+    pressure_max_design_ratio: float = Field(1.5, gt=0)
+
+    def pressure_valid(self, p: float, design_pressure: float | None) -> bool:
+        """The reading is inside the range (no design pressure on record: no upper bound)."""
+        if p < self.pressure_min_mpa:
+            return False
+        return design_pressure is None or not expr.exceeds(p, self.pressure_max_design_ratio * design_pressure)
+
+
 class CatalogFile(BaseModel):
     """The built-in catalog file."""
 
     model_config = ConfigDict(extra="forbid")
     version: int
     offline: OfflineDef = OfflineDef()
+    sensor_range: SensorRange = SensorRange()
     rule: list[RuleDef]
 
 
@@ -202,6 +266,7 @@ def device_attrs(d: DeviceInfo) -> dict[str, Any]:
         "bottom_floor": d.bottom_floor,
         "top_floor": top,
         "set_pressure": d.set_pressure,
+        "max_working_pressure": effective_max_working_pressure(d.max_working_pressure, d.set_pressure),
         "design_pressure": d.design_pressure,
         "design_temperature": d.design_temperature,
     }
@@ -235,6 +300,7 @@ class Catalog:
             if o.rule not in self.defs:
                 raise RulesConfigError(f"{rules_file}: override for unknown rule {o.rule!r}")
         self.overrides = ops.overrides
+        self.sensor_range = base.sensor_range
         try:
             self.offline = OfflineDef.model_validate({**base.offline.model_dump(), **ops.offline})
         except ValidationError as e:
@@ -282,15 +348,15 @@ class Catalog:
         trig = []
         for c in compiled:
             if isinstance(c.trigger_for, float):
-                trig.append(int(c.trigger_for * 1000))
-            else:
-                trig.append(int(float(expr.evaluate(c.trigger_for, {**env, **c.params})) * 1000))
+                trig.append(round(c.trigger_for * 1000))
+            else:  # round, not int(): 0.57 s is 569.999… ms in binary
+                trig.append(round(float(expr.evaluate(c.trigger_for, {**env, **c.params})) * 1000))
         return DeviceRules(
             rules=compiled,
             evaluate=fn,
             attrs=attrs,
             trigger_ms=trig,
-            clear_ms=[int(c.defn.clear_for_s * 1000) for c in compiled],
+            clear_ms=[round(c.defn.clear_for_s * 1000) for c in compiled],
             reset=reset,
             derived=DERIVED[d.kind],
             all_clear=(-1,) * len(compiled),
@@ -328,8 +394,8 @@ class Catalog:
             kind=r.kind,
             alarm_type=r.alarm_type,
             severity=r.levels[0].severity,
-            trigger_for_ms=int(float(r.trigger_for_s) * 1000) if not isinstance(r.trigger_for_s, str) else -1,
-            clear_for_ms=int(r.clear_for_s * 1000),
+            trigger_for_ms=round(float(r.trigger_for_s) * 1000) if not isinstance(r.trigger_for_s, str) else -1,
+            clear_for_ms=round(r.clear_for_s * 1000),
             explain=r.explain,
         )
         return CompiledRule(
@@ -365,6 +431,8 @@ def _build_functions(kind: str, rules: list[CompiledRule]) -> tuple[Callable[...
     """One function returning every rule's verdict code, one for repeat-reset conditions.
 
     Verdict codes: ``i ≥ 0`` the first level that holds, ``-1`` clear, ``-2`` hold (hysteresis).
+    A level holds only in the service modes the rule applies in; every ordering comparison is
+    made at :data:`expr.RESOLUTION_DIGITS` decimals, so a boundary compares as written.
     """
     all_names = set(STATUS_FIELDS[kind]) | set(DEVICE_ATTRS[kind]) | set(DERIVED[kind])
     results: list[ast.expr] = []
@@ -373,10 +441,16 @@ def _build_functions(kind: str, rules: list[CompiledRule]) -> tuple[Callable[...
     for c in rules:
         p = c.params
         names = all_names | set(p)
-        levels = [_const_params(expr.parse(lv.when, names, what=c.spec.id), p) for lv in c.defn.levels]
+        levels = [expr.exact(_const_params(expr.parse(lv.when, names, what=c.spec.id), p)) for lv in c.defn.levels]
+        modes = c.defn.applies_in()
+        if modes is not None:
+            gate = ast.Compare(
+                ast.Name("mode", ast.Load()), [ast.In()], [ast.Tuple([ast.Constant(m) for m in modes], ast.Load())]
+            )
+            levels = [ast.BoolOp(ast.And(), [gate, lv]) for lv in levels]
         tail: ast.expr = ast.Constant(-1)
         if c.defn.clear:
-            clear = _const_params(expr.parse(c.defn.clear, names, what=c.spec.id), p)
+            clear = expr.exact(_const_params(expr.parse(c.defn.clear, names, what=c.spec.id), p))
             tail = ast.IfExp(test=clear, body=ast.Constant(-1), orelse=ast.Constant(-2))
         node = tail
         for i in range(len(levels) - 1, -1, -1):
@@ -384,7 +458,7 @@ def _build_functions(kind: str, rules: list[CompiledRule]) -> tuple[Callable[...
         results.append(node)
         used |= expr.names_in(node)
         if c.reset is not None:
-            r = _const_params(c.reset, p)
+            r = expr.exact(_const_params(c.reset, p))
             resets.append(r)
             used |= expr.names_in(r)
         else:

@@ -193,9 +193,18 @@ class RuleEngine:
             t = self._step(ds, i, r.rules[i], st, v, ts)
             if t is not None:
                 out.append(t)
+            if st.edges and st.phase is Phase.ACTIVE:
+                self._timed.add((ds.device.id, i))  # the window closes on time (tick), message or not
             busy = busy or st.phase is not idle or st.prev or bool(st.edges)
         ds.quiet = not busy
         return out
+
+    @staticmethod
+    def _window_expiry(c: CompiledRule, st: RuleState) -> int:
+        """Device ms at which the repetition count drops below the rule's count (edges leave)."""
+        assert c.repeat is not None and st.edges is not None
+        n = len(st.edges) - c.repeat.count  # edges that may leave before the count is short
+        return st.edges[n] + round(c.repeat.within_s * 1000) + 1 if n >= 0 else -1
 
     @staticmethod
     def _repeat(c: CompiledRule, st: RuleState, holds: bool, reset: bool, ts: int) -> int:
@@ -205,7 +214,7 @@ class RuleEngine:
         elif holds and not st.prev:
             st.edges.append(ts)
         st.prev = holds and not reset
-        horizon = ts - int(c.repeat.within_s * 1000)
+        horizon = ts - round(c.repeat.within_s * 1000)
         while st.edges and st.edges[0] < horizon:
             st.edges.popleft()
         return 0 if len(st.edges) >= c.repeat.count else -1
@@ -301,17 +310,23 @@ class RuleEngine:
         return AlarmTransition(event, c.spec, ds.device, st.onset, ts, message, details, sev)
 
     def _derive(self, ds: DeviceState, s: Any) -> None:
-        """Vessel values that need history: pressure rise rate and how long readings stood still."""
+        """Vessel values that need history: pressure rise rate and how long readings stood still.
+
+        Only valid readings (inside the sensor's physical range, catalog ``[sensor_range]``)
+        become samples: a sensor that read −0.08 MPa for a while must not be the reference of
+        a rise rate once it recovers. While the reading itself is invalid there is no rate.
+        """
         ts, p, t = s.ts, s.pressure, s.temperature
         if p != ds.last_p:
             ds.p_changed, ds.last_p = ts, p
         if t != ds.last_t:
             ds.t_changed, ds.last_t = ts, t
+        valid = self.catalog.sensor_range.pressure_valid(p, ds.device.design_pressure)
         # Rate against the newest sample at least 30 s old (and at most 120 s): a fair slope
         # without sample noise. Samples leave the 30-s window in time order, so the last one to
         # leave is that reference: O(1) per message instead of a walk through the history.
         sm = ds.samples
-        if not sm or ts - sm[-1][0] >= SAMPLE_SPACING_MS:
+        if valid and (not sm or ts - sm[-1][0] >= SAMPLE_SPACING_MS):
             sm.append((ts, p))
         cut = ts - 30_000
         while sm and sm[0][0] <= cut:
@@ -319,11 +334,12 @@ class RuleEngine:
         ref = ds.rate_ref
         if ref is not None and ref[0] < ts - 120_000:
             ref = ds.rate_ref = None
-        rate = (p - ref[1]) / ((ts - ref[0]) / 60_000) if ref else 0.0
+        rate = (p - ref[1]) / ((ts - ref[0]) / 60_000) if ref and valid else 0.0
         ds.derived = {
             "pressure_rate": rate,
             "pressure_still_s": (ts - ds.p_changed) / 1000,
             "temperature_still_s": (ts - ds.t_changed) / 1000,
+            "pressure_valid": valid,
         }
 
     # -- events (terminal codes) -------------------------------------------------------
@@ -443,6 +459,8 @@ class RuleEngine:
             now_ts = wall_ms + ds.clock_offset_ms
             if st.phase is Phase.PENDING:
                 t = self._maybe_raise(ds, i, c, st, now_ts)
+            elif st.phase is Phase.ACTIVE and st.edges:
+                t = self._window_tick(ds, i, c, st, now_ts)
             elif st.phase is Phase.CLEARING:
                 t = self._maybe_clear(ds, i, c, st, now_ts)
             else:
@@ -453,6 +471,21 @@ class RuleEngine:
         if self.offline_enabled and not self._offline_paused:
             self._check_offline(wall_ms, out)
         return out
+
+    def _window_tick(
+        self, ds: DeviceState, i: int, c: CompiledRule, st: RuleState, now_ts: int
+    ) -> AlarmTransition | None:
+        """A repetition alarm whose window closed with no message since: it ends when it closed."""
+        expiry = self._window_expiry(c, st)
+        if now_ts < expiry:
+            return None
+        v = self._repeat(c, st, st.prev, False, expiry)
+        if v >= 0:
+            return None  # an edge inside the window still counts: wait for the next expiry
+        self._timed.discard((ds.device.id, i))
+        t = self._step(ds, i, c, st, v, expiry)
+        ds.quiet = False  # the next message re-evaluates everything
+        return t
 
     def _check_offline(self, wall_ms: int, out: list[AlarmTransition]) -> None:
         heap = self._offline_heap

@@ -23,6 +23,13 @@ _ALLOWED_NODES = (
 FUNCTIONS: dict[str, Callable[..., Any]] = {"abs": abs, "min": min, "max": max, "round": round}
 
 
+# Ordering comparisons in rules are made on values rounded to this many decimals: far finer than
+# any sensor (0.001 MPa, 0.01 m/s) and far coarser than binary noise, so 0.9 × 1.6 is 1.44 and
+# a reading of exactly 1.44 meets a "≥ 90 % of 1.6" threshold, as the docs say it does.
+RESOLUTION_DIGITS = 9
+_ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
 class ExprError(ValueError):
     """An expression is malformed or uses something outside the language."""
 
@@ -46,6 +53,39 @@ def parse(source: str, names: Iterable[str], *, what: str) -> ast.expr:
         if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str | bool | type(None)):
             raise ExprError(f"{what}: constant {node.value!r} is not allowed")
     return tree.body
+
+
+def exact(tree: ast.expr) -> ast.expr:
+    """``tree`` with each ordering comparison made at :data:`RESOLUTION_DIGITS` decimals.
+
+    Only ``<``, ``<=``, ``>``, ``>=`` chains change (equality and ``in`` also apply to strings);
+    constants are rounded here once, everything else by a ``round`` call at evaluation.
+    """
+
+    def rounded(node: ast.expr) -> ast.expr:
+        if isinstance(node, ast.Constant):
+            v = node.value
+            if isinstance(v, float):
+                return ast.copy_location(ast.Constant(round(v, RESOLUTION_DIGITS)), node)
+            return node
+        digits = ast.Constant(RESOLUTION_DIGITS)
+        return ast.copy_location(ast.Call(ast.Name("round", ast.Load()), [node, digits], []), node)
+
+    class Exact(ast.NodeTransformer):
+        def visit_Compare(self, node: ast.Compare) -> ast.AST:
+            self.generic_visit(node)
+            if not all(isinstance(op, _ORDER) for op in node.ops):
+                return node
+            return ast.copy_location(
+                ast.Compare(rounded(node.left), node.ops, [rounded(c) for c in node.comparators]), node
+            )
+
+    return ast.fix_missing_locations(Exact().visit(tree))
+
+
+def exceeds(value: float, limit: float) -> bool:
+    """``value > limit`` at :data:`RESOLUTION_DIGITS` decimals (for code outside the catalog)."""
+    return round(value, RESOLUTION_DIGITS) > round(limit, RESOLUTION_DIGITS)
 
 
 def names_in(tree: ast.expr) -> set[str]:

@@ -3,8 +3,19 @@
 A truth record (one JSON line) says which alarm a fault should raise, from when (``onset_ts``,
 device time) to when (``end_ts``), at which severity, and which other alarm types it may
 legitimately cause (``implied``). An alarm of the expected type on that device overlapping the
-fault detects it; its latency is from the fault's onset to the moment the alarm reached the
-expected severity. Alarms explained by no fault are false positives.
+fault detects it; its latency is from the fault's onset to the alarm's start (the severity
+then only has to be reached during the fault). Alarms explained by no fault are false positives.
+
+An alarm that began before the fault (more than ``STANDING_MS`` before its onset) detects
+it only by reaching the expected severity after the onset — latency to that moment — and when
+it stood at that severity all along it is counted as ``preexisting``, never as a detection
+with a negative latency. (That is what made ``semon score`` print a negative p50 in the demo:
+vessels at normal working pressure sat in a false "≥ 90 % of set pressure" overpressure from
+their first message, and an injected overpressure matched that standing alarm.) A record with
+an empty ``alarm_type`` is behaviour that must raise nothing (a trap in inspection): any alarm
+on its device counts as a false positive, as elsewhere. Implied alarms count from the fault's
+scheduled start (``details.scheduled_ts``), which may precede the onset of its own alarm: a
+sensor glitch before a rise raises its out-of-range alarm before the rise begins.
 """
 
 from __future__ import annotations
@@ -26,6 +37,9 @@ from semon.store.registry import DeviceInfo, load_registry
 
 # An alarm may begin slightly before the recorded onset (a ladder's lower rung, sample spacing).
 MATCH_SLACK_MS = 5_000
+# An alarm that began longer than this before the fault's onset was standing before it (timer
+# estimates of an accelerated simulation and lower rungs begin a few seconds early, no more).
+STANDING_MS = 30_000
 # "Detected within its configured duration + 1 s" (issue acceptance).
 DEADLINE_SLACK_MS = 1_000
 
@@ -41,6 +55,7 @@ class Truth:
     severity: str | None = None
     implied: list[str] = field(default_factory=list)
     fault: str = ""
+    scheduled_ts: int | None = None  # the fault's scheduled start (implied alarms count from there)
 
 
 @dataclass
@@ -54,6 +69,7 @@ class TypeScore:
     alarms: int = 0
     false_positives: int = 0
     late: int = 0
+    preexisting: int = 0  # matched only by an alarm already at the expected severity before the onset
     latencies_ms: list[int] = field(default_factory=list)
 
     @property
@@ -87,11 +103,12 @@ def load_truth(path: Path) -> list[Truth]:
         if not line.strip():
             continue
         r = json.loads(line)
-        if "alarm_type" not in r or r.get("onset_ts") is None:
-            continue
+        if not r.get("alarm_type") or r.get("onset_ts") is None:
+            continue  # expects no alarm, or never became visible
+        sched = (r.get("details") or {}).get("scheduled_ts") or [None]
         out.append(
             Truth(r["device_id"], r["alarm_type"], int(r["onset_ts"]), r.get("end_ts"), r.get("severity"),
-                  list(r.get("implied") or []), r.get("fault", ""))
+                  list(r.get("implied") or []), r.get("fault", ""), sched[0])
         )  # fmt: skip
     return out
 
@@ -105,6 +122,24 @@ def _deadline_ms(engine: RuleEngine, dev: DeviceInfo | None, alarm_type: str) ->
     rules = engine.catalog.for_device(dev)
     times = [rules.trigger_ms[i] for i, c in enumerate(rules.rules) if c.spec.alarm_type == alarm_type]
     return max(times) if times else 0
+
+
+def _detection_ts(
+    hits: list[Alarm], reached: dict[int, list[tuple[int, str]]], want: int | None, earliest: int
+) -> int | None:
+    """When the fault was detected: the first alarm starting from ``earliest`` on, or an older
+    alarm reaching the expected severity (rank ``want``) from then on; None if neither."""
+    times = []
+    for a in hits:
+        if a.start_ts >= earliest:
+            times.append(a.start_ts)
+        else:
+            times += [
+                when
+                for when, sev in reached.get(a.id, [])
+                if when >= earliest and (want is None or SEVERITY_RANK[Severity(sev)] <= want)
+            ]
+    return min(times, default=None)
 
 
 def score(
@@ -148,8 +183,13 @@ def score(
             if a.onset_ts <= end + deadline + MATCH_SLACK_MS
             and (a.end_ts is None or a.end_ts >= t.onset_ts - MATCH_SLACK_MS)
         ]
-        for a in overlapping:
-            if a.type in t.implied:
+        window_start = min(t.onset_ts, t.scheduled_ts if t.scheduled_ts is not None else t.onset_ts)
+        for a in by_dev.get(t.device_id, []):
+            if (
+                a.type in t.implied
+                and a.onset_ts <= end + deadline + MATCH_SLACK_MS
+                and (a.end_ts is None or a.end_ts >= window_start - MATCH_SLACK_MS)
+            ):
                 explained.add(a.id)
         hits = sorted((a for a in overlapping if a.type == t.alarm_type), key=lambda a: a.start_ts)
         for a in hits:
@@ -168,8 +208,12 @@ def score(
         # Detection time is the first alarm of the type; a ladder then climbs as the physics does
         # (gas 25 → 50 % LEL), which the truth's single onset cannot time, so the expected
         # severity only has to be reached during the fault. Negative: warned on a lower rung first.
+        detected_at = _detection_ts(hits, reached, want, t.onset_ts - STANDING_MS)
+        if detected_at is None:
+            ts.preexisting += 1
+            continue
         ts.detected += 1
-        latency = hits[0].start_ts - t.onset_ts
+        latency = detected_at - t.onset_ts
         ts.latencies_ms.append(latency)
         if latency > deadline + DEADLINE_SLACK_MS:
             ts.late += 1
@@ -195,4 +239,5 @@ def totals(scores: dict[str, TypeScore]) -> dict[str, Any]:
         "false_positives": fps,
         "precision": (alarms - fps) / alarms if alarms else None,
         "late": sum(s.late for s in scores.values()),
+        "preexisting": sum(s.preexisting for s in scores.values()),
     }

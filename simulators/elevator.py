@@ -111,7 +111,7 @@ class Elevator:
         "_mean_gap_ms", "_off_events", "_pargs", "_phase", "_phase_end", "_plan", "_plan_active",
         "_pos", "_rated", "_rng", "_t", "_target_pos", "_trip", "_trip_from", "_trip_t", "_vcap",
         "alarm_button", "codes", "device_id", "dir", "dirty", "door_zone", "events", "floor", "load",
-        "max_silence_ms", "occupied", "run_count", "run_hours", "speed",
+        "max_silence_ms", "mode", "occupied", "run_count", "run_hours", "speed",
     )  # fmt: skip
 
     def __init__(
@@ -150,6 +150,7 @@ class Elevator:
         self.run_count = run_count
         self.run_hours = run_hours
         self.alarm_button = False
+        self.mode = "normal"  # service mode reported in the status (a fault may change it)
         self.codes: tuple[int, ...] = ()  # active GB/T 24476 fault codes (status ``faults``)
         self.events: list[EventTuple] = []  # events not yet taken by the engine
         self.max_silence_ms: int | None = None  # the engine's keep-alive applies
@@ -219,7 +220,7 @@ class Elevator:
         return {
             "ts": ts,
             "seq": seq,
-            "mode": "normal",
+            "mode": self.mode,
             "running": self._phase in _MOVING,
             "dir": self.dir,
             "floor": self.floor,
@@ -616,6 +617,12 @@ class Elevator:
             self._plan_active = True
             return True
         return False
+
+    def set_mode(self, mode: str) -> None:
+        """The car's service mode changes (inspection, emergency power…); reported at once."""
+        if mode != self.mode:
+            self.mode = mode
+            self.dirty = True
 
     def trap(self, where: str = "any") -> None:
         """Fault: stop with a passenger behind closed doors until :meth:`recover` (call ``advance(now)`` first).

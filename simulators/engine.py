@@ -67,7 +67,7 @@ def make_model(spec: DeviceSpec, rng: random.Random, now_ms: int) -> Model:
         temp = rng.uniform(*medium.operating_temperature)
         return Vessel(
             spec.device_id, v.set_pressure, temp, rng, now_ms,
-            liquefied=medium.liquefied, flammable=medium.flammable,
+            liquefied=medium.liquefied, flammable=medium.flammable, working_pressure=v.working_pressure,
         )  # fmt: skip
     raise ValueError(f"device {spec.device_id} has neither elevator nor vessel ratings")
 

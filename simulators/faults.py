@@ -38,6 +38,15 @@ RATE_WINDOW_MS = 30_000  # pressure rise rate: over at least this much history
 RATE_LIMIT = 0.05  # × set pressure per minute
 CYCLE_WINDOW_MS = 60_000  # repeated door cycling: openings counted over this window…
 CYCLE_COUNT = 5  # …this many without a trip
+# Service modes (contract v1) and where the rules stop applying (domain.md §4.3: a technician
+# aboard in inspection, firefighters in control, staff parking a car out of service).
+MODES = ("normal", "inspection", "fire_return", "firefighter", "emergency_power", "earthquake", "out_of_service",
+         "unknown")  # fmt: skip
+NO_TRAP_MODES = frozenset({"inspection", "firefighter"})
+NO_OUTSIDE_ZONE_MODES = frozenset({"inspection", "firefighter", "out_of_service"})
+NO_RUN_LIMIT_MODES = frozenset({"inspection"})  # the motor run-time limiter does not act there
+NO_CYCLING_MODES = frozenset({"inspection", "firefighter"})  # door tests, doors worked by hand
+INVALID_BELOW_MPA = 0.0  # a pressure reading below this is a sensor fault, not a pressure
 KEEPALIVE_MS = 60_000  # the terminals' keep-alive (the offline alarm fires after 3 of them)
 WAIT_SLACK_MS = 70_000  # a fault waiting for an idle car / the next trip: at most about one loaded trip
 
@@ -119,13 +128,13 @@ def stopped(s: Status) -> bool:
 
 
 def trapped_condition(s: Status) -> bool:
-    """Trapped-passenger rule: normal mode, stopped, doors closed, passenger present."""
-    return s["mode"] == "normal" and stopped(s) and s["door"] == "closed" and s["occupied"]
+    """Trapped-passenger rule: a mode people ride in, stopped, doors closed, passenger present."""
+    return s["mode"] not in NO_TRAP_MODES and stopped(s) and s["door"] == "closed" and s["occupied"]
 
 
 def outside_zone_condition(s: Status) -> bool:
-    """Stopped-outside-door-zone rule: normal mode, stopped, not levelled in a door zone."""
-    return s["mode"] == "normal" and stopped(s) and not s["door_zone"]
+    """Stopped-outside-door-zone rule: a mode in which the car should stand at a landing, stopped, not levelled."""
+    return s["mode"] not in NO_OUTSIDE_ZONE_MODES and stopped(s) and not s["door_zone"]
 
 
 def run_limit_ms(device: DeviceSpec) -> int:
@@ -172,6 +181,13 @@ class Fault(ABC):
         self.started = False  # begin() ran
         self.stopped = False  # end() ran
         self.model: Any = None
+        self.extra_implied: tuple[str, ...] = ()  # implied by this instance's options
+
+    @property
+    def expected_alarm_type(self) -> str:
+        """Alarm semon should raise for this instance; "" when its options make it normal operation
+        (a trap in inspection): the ground truth then expects no alarm at all."""
+        return self.alarm_type
 
     @property
     def kind(self) -> str:
@@ -259,14 +275,42 @@ _ELEVATOR = frozenset({"elevator"})
 _VESSEL = frozenset({"vessel"})
 
 
+def _mode_param() -> Param:
+    return Param(_choice(*MODES), "normal", "service mode the car reports during the fault")
+
+
+class _InMode(Fault):
+    """A fault that can happen in a given service mode (``mode=…``); where the rule does not apply
+    in that mode (``NOT_IN``) the same behaviour is normal operation and expects no alarm."""
+
+    NOT_IN: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def expected_alarm_type(self) -> str:
+        """No alarm where the mode makes the behaviour normal."""
+        return "" if self.args["mode"] in self.NOT_IN else self.alarm_type
+
+    def begin(self, model: Any) -> None:
+        """Switch the car to the fault's mode, then apply the fault."""
+        model.set_mode(self.args["mode"])
+        super().begin(model)
+
+    def end(self, model: Any) -> None:
+        """End the fault, back to normal service."""
+        super().end(model)
+        model.set_mode("normal")
+
+
 # ------------------------------------------------------------------------------ elevator
 @fault_type
-class TrappedPassenger(Fault):
+class TrappedPassenger(_InMode):
     """困人: the car stops with a passenger behind closed doors (``where``: any, landing, between).
 
     ``any`` traps where the car is (between floors if travelling); ``landing`` traps levelled
     at a landing; ``between`` traps outside the door zone. Between floors for ≥ 45 s also
-    satisfies the stopped-outside-door-zone rule (``implied``).
+    satisfies the stopped-outside-door-zone rule (``implied``). ``mode``: the service mode the
+    car is in (a power cut: ``emergency_power``, which also implies ``power_lost``); in
+    inspection or firefighter operation the same stop is normal operation (no alarm expected).
     """
 
     name = "trapped"
@@ -276,8 +320,15 @@ class TrappedPassenger(Fault):
     secondary = (OUTSIDE_ZONE,)
     settle_ms = 10_000  # rescue drive to a landing and doors open
     params: ClassVar[dict[str, Param]] = {
-        "where": Param(_choice("any", "landing", "between"), "any", "where the car stops")
+        "where": Param(_choice("any", "landing", "between"), "any", "where the car stops"),
+        "mode": _mode_param(),
     }
+    NOT_IN = NO_TRAP_MODES
+
+    def __init__(self, spec: FaultSpec, device: DeviceSpec) -> None:
+        super().__init__(spec, device)
+        if self.args["mode"] == "emergency_power":
+            self.extra_implied = ("power_lost",)
 
     def start(self, model: Elevator) -> None:
         """Trap (or arm the trap for the right place)."""
@@ -520,7 +571,7 @@ class DoorFault(_CodeFault):
 
 
 @fault_type
-class DoorCycling(Fault):
+class DoorCycling(_InMode):
     """反复开关门: an idle, empty car opens and closes its doors every 7 s without a trip.
 
     Condition: ≥ 5 openings (door turns "opening") within 60 s with no run in between.
@@ -534,6 +585,8 @@ class DoorCycling(Fault):
     alarm_type = "repeated_door_cycling"
     severity = "minor"
     waits = True
+    params: ClassVar[dict[str, Param]] = {"mode": _mode_param()}
+    NOT_IN = NO_CYCLING_MODES  # door tests in inspection are not repeated cycling
     default_duration_ms = 60_000
     min_duration_ms = 35_000
     settle_ms = CYCLE_WINDOW_MS + 10_000
@@ -621,7 +674,7 @@ class AlarmButton(Fault):
 
 
 @fault_type
-class RunOvertime(Fault):
+class RunOvertime(_InMode):
     """Run-time anomaly: when idle and empty, the motor runs and the car creeps (``speed``) without arriving.
 
     Condition: running continuously longer than the limit (:func:`run_limit_ms`);
@@ -635,7 +688,11 @@ class RunOvertime(Fault):
     severity = "major"
     default_duration_ms = 180_000
     settle_ms = 15_000  # up to one floor at creep speed
-    params: ClassVar[dict[str, Param]] = {"speed": Param(_number(0.1, 0.5), 0.3, "creep speed, m/s")}
+    params: ClassVar[dict[str, Param]] = {
+        "speed": Param(_number(0.1, 0.5), 0.3, "creep speed, m/s"),
+        "mode": _mode_param(),
+    }
+    NOT_IN = NO_RUN_LIMIT_MODES  # an inspection run lasts as long as the work does
 
     def __init__(self, spec: FaultSpec, device: DeviceSpec) -> None:
         super().__init__(spec, device)
@@ -757,20 +814,21 @@ class Overpressure(_PressureExcursion):
 
 @fault_type
 class NearOverpressure(_PressureExcursion):
-    """Pressure ramps to ``ratio`` (0.92-0.97, default 0.95) × set pressure, never reaching it (major rung)."""
+    """Pressure ramps to ``ratio`` (0.96-0.99, default 0.975) × set pressure — above the maximum
+    working pressure (≤ set / 1.05 = 0.952 × set), never reaching the set pressure (major rung)."""
 
     name = "near_overpressure"
     severity = "major"
     default_duration_ms = 60_000
     RAMP_MS = 5000
-    params: ClassVar[dict[str, Param]] = {"ratio": Param(_number(0.92, 0.97), 0.95, "pressure / set pressure")}
+    params: ClassVar[dict[str, Param]] = {"ratio": Param(_number(0.96, 0.99), 0.975, "pressure / set pressure")}
 
     def _ratio(self) -> float:
         return self.args["ratio"]
 
     def holds(self, status: Status) -> bool:
-        """At or above 90 % of the set pressure."""
-        return status["pressure"] >= 0.9 * self.device.vessel.set_pressure  # type: ignore[union-attr]
+        """Above the maximum working pressure."""
+        return status["pressure"] > self.device.vessel.working_pressure  # type: ignore[union-attr]
 
 
 @fault_type
@@ -866,8 +924,11 @@ class PressureSurge(Fault):
         model.max_silence_ms = None
 
     def rate(self, status: Status) -> float | None:
-        """Rise over the window in fractions of set pressure per minute (None: not enough history)."""
+        """Rise over the window in fractions of set pressure per minute (None: not enough history,
+        or the reading itself is invalid)."""
         ts = status["ts"]
+        if status["pressure"] < INVALID_BELOW_MPA:
+            return None
         ref = None
         for t, p in reversed(self._hist):
             if t <= ts - RATE_WINDOW_MS:
@@ -884,8 +945,8 @@ class PressureSurge(Fault):
         return r is not None and r > RATE_LIMIT
 
     def seen(self, channel: str, payload: Status) -> None:
-        """Keep 3 minutes of published pressures."""
-        if channel != "status":
+        """Keep 3 minutes of published (valid) pressures."""
+        if channel != "status" or payload["pressure"] < INVALID_BELOW_MPA:
             return
         self._hist.append((payload["ts"], payload["pressure"]))
         while len(self._hist) > 2 and self._hist[1][0] <= payload["ts"] - 180_000:
@@ -894,6 +955,81 @@ class PressureSurge(Fault):
             r = self.rate(payload)
             if r is not None and r > self.details.get("max_rate_per_min", 0.0):
                 self.details["max_rate_per_min"] = round(r, 4)
+
+
+@fault_type
+class GlitchThenSurge(PressureSurge):
+    """A sensor glitch before a rise: the pressure reads −0.08 MPa for 10 s, recovers, and 20 s
+    later the surge of ``pressure_surge`` begins. The invalid reading raises
+    ``sensor_out_of_range`` (implied) and must not become the reference of the rise rate: the
+    rise-rate alarm is due from the real rise only."""
+
+    name = "glitch_surge"
+    implied = ("sensor_out_of_range",)
+    GLITCH_MPA, GLITCH_MS, RECOVER_MS = -0.08, 10_000, 20_000
+
+    def start(self, model: Vessel) -> None:
+        """Glitch, recover, then ease down, hold, surge, hold."""
+        now = model.reading("pressure")
+        assert now is not None
+        rate = self.args["rate"] / 100 / 60_000
+        glitch = self.GLITCH_MPA / model.set_pressure
+        segs = [
+            Segment(glitch, float("inf"), self.GLITCH_MS),
+            Segment(now, float("inf"), self.RECOVER_MS),
+            Segment(self.LOW, self.EASE, 30_000),
+            Segment(self.HIGH, rate),
+        ]
+        model.override("pressure", segs, jitter=0.001)
+        model.max_silence_ms = self.REPORT_MS
+
+
+@fault_type
+class PressureAtLimit(Fault):
+    """Exact-threshold readings: the pressure eases (4 % of set per minute, under the rise-rate
+    limit) to exactly the maximum working pressure and holds it without noise for 60 s — normal
+    operation, the major rung is *above* it — then (``at=set``, the default) steps to exactly the
+    set pressure and holds it: critical, "≥ set pressure" (the step is steep: ``pressure_rise_rate``
+    is implied). ``at=max_working`` stays on the maximum: no alarm expected."""
+
+    name = "pressure_at_limit"
+    kinds = _VESSEL
+    alarm_type = "overpressure"
+    severity = "critical"
+    implied = ("pressure_rise_rate",)
+    default_duration_ms = 360_000
+    min_duration_ms = 240_000
+    settle_ms = 30_000
+    params: ClassVar[dict[str, Param]] = {
+        "at": Param(_choice("max_working", "set"), "set", "the threshold the reading ends on")
+    }
+    EASE = 0.04 / 60_000
+    HOLD_MS = 60_000
+
+    @property
+    def expected_alarm_type(self) -> str:
+        """At the maximum working pressure the vessel is in normal operation."""
+        return "" if self.args["at"] == "max_working" else self.alarm_type
+
+    def start(self, model: Vessel) -> None:
+        """Ease to the maximum working pressure, hold it exactly; then step to the set pressure."""
+        v = self.device.vessel
+        assert v is not None
+        segs = [Segment(v.working_pressure / v.set_pressure, self.EASE, self.HOLD_MS)]
+        if self.args["at"] == "set":
+            segs.append(Segment(1.0, float("inf")))
+        model.override("pressure", segs, jitter=0.0)
+        model.max_silence_ms = PressureSurge.REPORT_MS
+        self.details.update(max_working_pressure=v.working_pressure, set_pressure=v.set_pressure)
+
+    def stop(self, model: Vessel) -> None:
+        """Back to normal within 10 s."""
+        model.release("pressure", within_ms=10_000)
+        model.max_silence_ms = None
+
+    def holds(self, status: Status) -> bool:
+        """At or above the set pressure (``at=set``)."""
+        return status["pressure"] >= self.device.vessel.set_pressure  # type: ignore[union-attr]
 
 
 class _Level(Fault):
@@ -997,6 +1133,17 @@ class GasLeak(_Gas):
     name = "gas_leak"
     severity = "major"
     params: ClassVar[dict[str, Param]] = {"peak": Param(_peak(28.0, 100.0), 35.0, "% LEL")}
+
+
+@fault_type
+class GasAtThreshold(_Gas):
+    """An exact-threshold reading: combustible gas climbs to exactly 25.0 % LEL — the first alarm
+    level, "≥ 25 % LEL" (GB/T 50493-2019) — and holds it without noise: major."""
+
+    name = "gas_at_threshold"
+    severity = "major"
+    JITTER = 0.0
+    params: ClassVar[dict[str, Param]] = {"peak": Param(_number(25.0, 25.0), 25.0, "% LEL (exactly the first level)")}
 
 
 @fault_type

@@ -26,7 +26,7 @@ REGISTRY_COLUMNS = (
     "id", "equipment_code", "kind", "district", "address", "lat", "lon", "firm_id", "firm_name",
     "firm_tech_level", "firm_credit_grade", "firm_credit_score", "use_unit_id", "use_unit_name",
     "use_unit_mgmt_level", "install_date", "rated_speed", "floors", "bottom_floor",
-    "design_pressure", "set_pressure", "design_temperature", "medium",
+    "design_pressure", "set_pressure", "design_temperature", "medium", "max_working_pressure",
 )  # fmt: skip
 
 # District -> (centre lat, centre lon, share of devices). Central districts are denser.
@@ -186,6 +186,7 @@ class DeviceSpec:
             "set_pressure": str(v.set_pressure) if v else "",
             "design_temperature": str(v.design_temperature) if v else "",
             "medium": v.medium if v else "",
+            "max_working_pressure": str(v.working_pressure) if v else "",
         }
 
 

@@ -144,9 +144,9 @@ class FaultTracker:
     def record(self) -> TruthRecord:
         """The ground-truth record as it stands (``end_ts`` None while still holding)."""
         f = self.fault
-        implied = tuple(dict.fromkeys((*f.implied, *self._found)))
+        implied = tuple(dict.fromkeys((*f.implied, *f.extra_implied, *self._found)))
         return TruthRecord(
-            f.device.device_id, f.kind, f.name, f.alarm_type, self.onset_ts, self.end_ts, dict(f.details),
+            f.device.device_id, f.kind, f.name, f.expected_alarm_type, self.onset_ts, self.end_ts, dict(f.details),
             f.expected_severity, implied,
         )  # fmt: skip
 

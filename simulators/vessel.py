@@ -5,10 +5,13 @@ gap in O(1), so a vessel can sleep between samples; it is reflected (not clamped
 of its normal band, so a reading never sticks to a band edge. Normal operation stays inside
 the bands the alarm rules treat as healthy (domain.md §5):
 
-- pressure in [0.70, 0.85] × set pressure, spread 1 % of set pressure around a mean in
-  [0.74, 0.80] with 30 min memory: over 30-60 s the rate of change is typically 0.4 % of set
-  pressure per minute, 2.5 %/min is a 7-sigma event (the rise-rate rule fires at 5 %/min);
-  the published value (0.1 kPa resolution) changes between keep-alives, so it never looks stuck;
+- pressure at a realistic working pressure: in [0.80, 0.98] × the maximum working pressure
+  (set pressure is 1.05–1.10 × working pressure, so that is 73–93 % of set pressure), spread
+  1 % of set pressure around a mean in [0.90, 0.95] × the maximum working pressure with 30 min
+  memory — below the overpressure rule's major threshold (above the maximum working pressure);
+  over 30-60 s the rate of change is typically 0.4 % of set pressure per minute, 2.5 %/min is a
+  7-sigma event (the rise-rate rule fires at 5 %/min); the published value (0.1 kPa
+  resolution) changes between keep-alives, so it never looks stuck;
 - temperature within ±5 °C of the operating temperature (≥ 10 °C under the design temperature);
 - liquid level in [20, 80] % (liquefied gas only), combustible gas 0-3 % LEL (flammable media).
 
@@ -24,7 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PRESSURE_BAND = (0.70, 0.85)  # × set pressure in normal operation
+PRESSURE_BAND = (0.80, 0.98)  # × maximum working pressure in normal operation
+PRESSURE_MEAN = (0.90, 0.95)  # × maximum working pressure: where a vessel's pressure settles
+SET_TO_WORKING_RATIO = 1.05  # no maximum working pressure given: set / 1.05 (as the rules assume)
 LEVEL_BAND = (20.0, 80.0)  # % for liquefied gas
 LEL_BAND = (0.0, 3.0)  # % LEL near flammable media
 TEMP_SPREAD = 5.0  # °C around the operating temperature
@@ -124,7 +129,7 @@ class Vessel:
     """One vessel with its sensors; readings are public properties, the rest is machinery."""
 
     __slots__ = (
-        "_gas", "_level", "_mean_ratio", "_mean_temp", "_ovr", "_pub", "_ratio", "_rng", "_t", "_temp",
+        "_band", "_gas", "_level", "_mean_ratio", "_mean_temp", "_ovr", "_pub", "_ratio", "_rng", "_t", "_temp",
         "device_id", "dirty", "events", "max_silence_ms", "set_pressure", "valve_discharge",
     )  # fmt: skip
 
@@ -138,13 +143,17 @@ class Vessel:
         *,
         liquefied: bool,
         flammable: bool,
+        working_pressure: float | None = None,
     ) -> None:
         self.device_id = device_id
         self.set_pressure = set_pressure
         self._rng = rng
         self._t = now_ms
-        self._mean_ratio = rng.uniform(0.74, 0.80)
-        self._ratio = _reflect(self._mean_ratio + rng.gauss(0.0, 0.01), *PRESSURE_BAND)
+        # The walk runs in units of set pressure; its band is the working band.
+        w = (working_pressure if working_pressure is not None else set_pressure / SET_TO_WORKING_RATIO) / set_pressure
+        self._band = (PRESSURE_BAND[0] * w, PRESSURE_BAND[1] * w)
+        self._mean_ratio = rng.uniform(*PRESSURE_MEAN) * w
+        self._ratio = _reflect(self._mean_ratio + rng.gauss(0.0, 0.01), *self._band)
         self._mean_temp = operating_temperature
         self._temp = operating_temperature + rng.gauss(0.0, 0.5)
         self._level: float | None = rng.uniform(35.0, 65.0) if liquefied else None
@@ -243,7 +252,7 @@ class Vessel:
             return
         self._t = now_ms
         rng = self._rng
-        self._ratio = _reflect(_ou(rng, self._ratio, self._mean_ratio, 0.01, 1_800_000.0, dt), *PRESSURE_BAND)
+        self._ratio = _reflect(_ou(rng, self._ratio, self._mean_ratio, 0.01, 1_800_000.0, dt), *self._band)
         m = self._mean_temp
         self._temp = _reflect(_ou(rng, self._temp, m, 1.0, 1_800_000.0, dt), m - TEMP_SPREAD, m + TEMP_SPREAD)
         if self._level is not None:

@@ -109,7 +109,7 @@ def check_alarms(stack: Stack, res: SimulationResult, listener: AlarmListener) -
     for a in got:
         t = truth[(a.device_id, a.type)]
         # When the expected (critical) severity was reached: at raising, or by escalation of
-        # the same alarm (overpressure passes its 90 % "major" rung on the way up).
+        # the same alarm (overpressure passes its "above the maximum working pressure" major rung on the way up).
         with stack.db.session() as s:
             reached = s.scalar(
                 select(func.min(AlarmEvent.ts)).where(

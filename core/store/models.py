@@ -70,6 +70,8 @@ class Device(Base):
     # Vessel attributes.
     design_pressure: Mapped[float | None] = mapped_column(Float)
     set_pressure: Mapped[float | None] = mapped_column(Float)
+    # Highest pressure of normal operation (MPa); the overpressure rule's major threshold.
+    max_working_pressure: Mapped[float | None] = mapped_column(Float)
     design_temperature: Mapped[float | None] = mapped_column(Float)
     medium: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -19,9 +19,12 @@ REQUIRED_COLUMNS = ("id", "kind")
 DEVICE_COLUMNS = (
     "equipment_code", "district", "address", "lat", "lon", "firm_id", "use_unit_id", "install_date",
     "rated_speed", "floors", "bottom_floor", "design_pressure", "set_pressure", "design_temperature", "medium",
+    "max_working_pressure",
 )  # fmt: skip
 _INT_COLUMNS = {"floors", "bottom_floor"}
-_FLOAT_COLUMNS = {"lat", "lon", "rated_speed", "design_pressure", "set_pressure", "design_temperature"}
+_FLOAT_COLUMNS = {
+    "lat", "lon", "rated_speed", "design_pressure", "set_pressure", "design_temperature", "max_working_pressure",
+}  # fmt: skip
 
 
 class RegistryImportError(ValueError):
@@ -141,6 +144,18 @@ def _device_record(row: dict[str, str]) -> dict[str, object]:
     return rec
 
 
+# Set pressure is 1.05–1.10 × working pressure (domain.md §5): with no maximum working pressure
+# on record, the lowest ratio gives the highest working pressure the set pressure allows.
+SET_TO_WORKING_RATIO = 1.05
+
+
+def effective_max_working_pressure(max_working: float | None, set_pressure: float | None) -> float | None:
+    """A vessel's maximum working pressure (MPa): the registry's, else set pressure / 1.05."""
+    if max_working is not None or set_pressure is None:
+        return max_working
+    return set_pressure / SET_TO_WORKING_RATIO
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """What the collector needs to know about a device on the hot path."""
@@ -156,6 +171,7 @@ class DeviceInfo:
     design_temperature: float | None = None
     design_pressure: float | None = None
     attributes: dict[str, Any] | None = None
+    max_working_pressure: float | None = None  # MPa; unknown → the rules use set / 1.05
 
 
 def registry_fingerprint(db: Database) -> tuple[int, int] | None:
@@ -178,11 +194,12 @@ def load_registry(db: Database) -> dict[str, DeviceInfo]:
     cols = (
         Device.id, Device.kind, Device.district, Device.firm_id, Device.rated_speed, Device.floors,
         Device.bottom_floor, Device.set_pressure, Device.design_temperature, Device.design_pressure, Device.attributes,
+        Device.max_working_pressure,
     )  # fmt: skip
     with db.session() as s:
         # Devices that send telemetry; the platform's own row (its alarms, notify/canary.py) is not one.
         rows = s.execute(select(*cols).where(Device.kind != "platform")).all()
     return {
-        r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None)
+        r[0]: DeviceInfo(r[0], r[1], r[2] or "", r[3] or "", r[4], r[5], r[6], r[7], r[8], r[9], r[10] or None, r[11])
         for r in rows
     }
