@@ -130,9 +130,13 @@ def score(
 def mqtt_auth(
     out_dir: Annotated[Path, typer.Option(help="where passwd, acl and credentials.csv go")] = Path("mqtt-auth"),
     rotate: Annotated[bool, typer.Option(help="new passwords for everyone")] = False,
-    collector_user: Annotated[str, typer.Option(help="the collectors' MQTT user")] = "semon-collector",
+    collector_user: Annotated[
+        list[str] | None, typer.Option(help="a collector session's MQTT user = its client id (repeat per partition)")
+    ] = None,
+    service: Annotated[list[str] | None, typer.Option(help="a service's MQTT user (semon api / deliver)")] = None,
+    gateway: Annotated[list[str] | None, typer.Option(help="a user publishing for every device (simulator)")] = None,
 ) -> None:
-    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collector)."""
+    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collectors)."""
     from sqlalchemy import select
 
     from semon.mqtt_auth import write_auth
@@ -147,9 +151,16 @@ def mqtt_auth(
             firms = list(sess.scalars(select(Firm.id)))
     finally:
         db.dispose()
-    n = write_auth(out_dir, devices, firms, rotate=rotate, collector_user=collector_user)
+    collectors = collector_user or ["semon-collector"]
+    try:
+        n = write_auth(out_dir, devices, firms, rotate=rotate, collector_user=collectors, services=service or [],
+                       gateways=gateway or [])  # fmt: skip
+    except ValueError as e:
+        console.print(f"[red]semon mqtt-auth: {e}[/]")
+        raise typer.Exit(2) from None
     console.print(
-        f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, 1 collector) → {out_dir}/passwd, "
+        f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, {len(collectors)} collectors) → "
+        f"{out_dir}/passwd, "
         f"{out_dir}/acl; passwords in {out_dir}/credentials.csv (mode 0600). Mosquitto: password_file, acl_file."
     )
 
