@@ -57,7 +57,11 @@ def collect(
         raise typer.Exit(2)
     tune_runtime()  # GIL switch interval and GC thresholds: only this dedicated process
     db = Database(s.db_url)
-    col = Collector(s, db, open_telemetry(s))
+    try:
+        col = Collector(s, db, open_telemetry(s))
+    except ValueError as e:  # a setting that cannot work here (e.g. a standby on SQLite)
+        console.print(f"[red]semon collect: {e}[/]")
+        raise typer.Exit(2) from None
     install_reversion(col)
     srv = serve_health(s.health_host, s.health_port if health_port is None else health_port, col.health)
     col.start()

@@ -133,7 +133,6 @@ class Settings(BaseSettings):
             raise ValueError(f"SEMON_MQTT_URL: unsupported scheme {u.scheme!r} (use mqtt://host:port)")
         return u.hostname or "127.0.0.1", u.port or 1883
 
-
     def mqtt_login(self, default_user: str | None = None) -> tuple[str, str | None] | None:
         """``(user, password)`` to log in to the broker with, or None for an anonymous login:
         SEMON_MQTT_USERNAME (else ``default_user`` when a credentials file is configured), its

@@ -142,6 +142,13 @@ class MqttSource:
         """Whether intake is closed."""
         return self._closing.is_set()
 
+    def fence(self) -> None:
+        """Off the broker at once, acknowledging nothing more (the lease is lost: the new owner
+        of this session gets everything unacknowledged)."""
+        self._closing.set()
+        self._stopped.set()
+        self.client.disconnect()
+
     def stop(self) -> None:
         """Disconnect once the last acknowledgements had a moment to leave."""
         self._stopped.set()
