@@ -117,7 +117,7 @@ def write_auth(
     rows = [(a, known.get(a.username) or secrets.token_urlsafe(18)) for a in accts]
     fd = os.open(creds_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # plain lines: read by shell tools too (compose health check)
         w.writerow(["username", "role", "subject", "password"])
         for a, pw in rows:
             w.writerow([a.username, a.role, a.subject, pw])

@@ -158,7 +158,7 @@ class LeaseKeeper:
 
     @property
     def role(self) -> str:
-        """"owner" or "standby"."""
+        """Either "owner" or "standby"."""
         return "owner" if self.owner.is_set() else "standby"
 
     def start(self) -> None:

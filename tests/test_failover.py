@@ -34,9 +34,8 @@ from semon.ingest.supervision import Supervisor
 from semon.ports import free_port
 from semon.store.db import Database
 from semon.store.models import Alarm
-from semon.store.registry import import_devices_csv
 from tests.conftest import Stack
-from tests.helpers import REGISTRY_HEADER, elevator_payload, now_ms, wait_until
+from tests.helpers import elevator_payload, elevator_registry, now_ms, wait_until
 
 EL = "semon/v1/elevator/{}/status"
 # The trapped-passenger rule's duration (rules catalogue): closed in for 20 s without interruption.
@@ -138,16 +137,6 @@ def test_owner_that_loses_its_lease_stops_consuming_and_says_so(stack: Stack):
 # --- acceptance: real processes -----------------------------------------------------------------
 
 
-def _registry(stack: Stack, path: Path, devices: list[str]) -> None:
-    firm = "F001,Firm One,4,A,92,U0001,Unit,3"
-    rows = [
-        f"{d},3110SHMIT2021{i:05d},elevator,Tianhe,Road {i},23.1,113.3,{firm},2020-01-01,1.75,20,1,,,,"
-        for i, d in enumerate(devices, start=1)
-    ]
-    path.write_text(REGISTRY_HEADER + "\n" + "\n".join(rows) + "\n")
-    import_devices_csv(stack.db, path)
-
-
 class CollectorProcess:
     """``semon collect`` for one partition, with its own data directory and health port."""
 
@@ -230,7 +219,7 @@ class Fleet:
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_standby_takes_over_a_killed_owner_within_bounds(stack: Stack, tmp_path: Path):
     devices = [f"FO{i:02d}" for i in range(1, 13)]
-    _registry(stack, tmp_path / "reg.csv", devices)
+    elevator_registry(stack.db, tmp_path / "reg.csv", devices)
     parts = [[d for d in devices if partition_of(d, 2) == p] for p in range(2)]
     assert all(parts), parts
     owners = [CollectorProcess(stack, p, f"owner{p}", tmp_path) for p in range(2)]

@@ -195,12 +195,21 @@ def _connect(
 
 def test_compose_broker_refuses_anonymous_and_binds_the_session_to_the_user(tmp_path: Path):
     auth = tmp_path / "auth"
-    write_auth(auth, [("E1", "elevator"), ("E2", "elevator")], [], collector_user=["semon-collector-1"])
+    write_auth(auth, [("E1", "elevator"), ("E2", "elevator")], [], collector_user=["semon-collector-1"],
+               services=["semon-api"])  # fmt: skip
     with (auth / "credentials.csv").open() as f:
         pw = {r["username"]: r["password"] for r in csv.DictReader(f)}
     m = compose_broker(tmp_path / "mq", auth)
     m.start()
     try:
+        # The compose health check (it logs in as the API's service account) sees the broker up.
+        import yaml
+
+        check = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["mosquitto"]["healthcheck"]
+        assert check["test"][0] == "CMD-SHELL"
+        cmd = check["test"][1].replace("$$", "$").replace("/mosquitto/auth/", f"{auth}/")
+        r = subprocess.run(cmd.replace("-h localhost", f"-h 127.0.0.1 -p {m.port}"), shell=True, capture_output=True)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr
         # Anonymous: refused at CONNECT (5 = not authorised), so nothing it publishes lands.
         anon, anon_st = _connect(m.port, "anon", None)
         anon.loop_stop()
