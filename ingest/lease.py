@@ -131,7 +131,15 @@ class PgAdvisoryLease:
             return False
 
     def release(self) -> None:
-        """Closing the session frees the lock (an explicit unlock is not needed)."""
+        """Unlock, then close: closing alone frees the lock too, but only once the server's
+        backend has noticed, a moment later — a clean hand-over should not wait for that."""
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, self._key))
+            except psycopg.Error:
+                pass  # the session is gone: so is the lock
         self._drop()
 
     def _drop(self) -> None:
