@@ -185,6 +185,9 @@ class LeaseKeeper:
             self._stop.wait(ACQUIRE_EVERY_S)
         else:
             return
+        if self._stop.is_set():  # stopped while acquiring: a collector shutting down starts nothing
+            self.lease.release()
+            return
         log.warning("partition %s: lease taken, this collector is its owner now", self.lease.name)
         self.owner.set()
         self._on_acquired()

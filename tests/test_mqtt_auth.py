@@ -269,3 +269,55 @@ def test_compose_broker_has_auth_on_and_no_anonymous_access():
     assert "allow_anonymous false" in conf and "allow_anonymous true" not in conf
     auth = {"password_file /mosquitto/auth/passwd", "acl_file /mosquitto/auth/acl", "use_username_as_clientid true"}
     assert auth <= set(conf)
+
+
+def test_real_collector_keeps_its_session_while_a_device_uses_its_client_id(tmp_path: Path):
+    """The issue's session theft, against the real collector on the compose broker config: it logs
+    in with its generated credential (user = its client id), a device with its own valid password
+    connects again and again with the collector's client id, another device publishes meanwhile:
+    the collector is never knocked off and stores every one of those messages."""
+    from semon.config import Settings
+    from semon.ingest.collector import Collector
+    from semon.store.db import Database
+    from tests.conftest import Stack
+    from tests.helpers import elevator_payload, now_ms, small_registry, wait_until
+
+    auth = tmp_path / "auth"
+    write_auth(auth, [("E1", "elevator"), ("E2", "elevator"), ("V1", "vessel")], ["F001"],
+               collector_user=["semon-collector-1"])  # fmt: skip
+    with (auth / "credentials.csv").open() as f:
+        pw = {r["username"]: r["password"] for r in csv.DictReader(f)}
+    m = compose_broker(tmp_path / "mq", auth)
+    m.start()
+    s = Settings(
+        mqtt_url=m.url, influx_url=None, db_url=f"sqlite:///{tmp_path}/semon.db",
+        telemetry_sqlite_path=tmp_path / "t.db", data_dir=tmp_path / "data", mqtt_client_id="semon-collector-1",
+        mqtt_credentials_file=auth / "credentials.csv",
+    )  # fmt: skip
+    stack = Stack("compose-broker", s, Database(s.db_url))
+    small_registry(stack.db, tmp_path / "reg.csv")
+    col = Collector(s, stack.db, stack.telemetry())
+    col.start()
+    clients: list[mqtt.Client] = []
+    try:
+        wait_until(col.connected.is_set, 20, "collector subscribed with its generated credential")
+        e2, _ = _connect(m.port, "E2", ("E2", pw["E2"]))
+        clients.append(e2)
+        t0 = now_ms() - 60_000
+        for i in range(20):
+            if i % 3 == 0:
+                thief, st = _connect(m.port, "semon-collector-1", ("E1", pw["E1"]), clean=False)
+                assert st["rc"] == [0]  # logged in — as E1's own session
+                clients.append(thief)
+            e2.publish("semon/v1/elevator/E2/status", elevator_payload(t0 + i * 1000, i + 1), qos=1).wait_for_publish(5)
+        wait_until(lambda: len(stack.seqs("elevator_status").get("E2", [])) >= 20, 20, "E2's 20 statuses stored")
+        assert sorted(stack.seqs("elevator_status")["E2"]) == list(range(1, 21))  # 0 lost
+        assert col.connected.is_set() and col.source.gen == 1  # never reconnected: one session throughout
+        assert col.sup.outage("broker") is None
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        col.stop(10)
+        stack.db.dispose()
+        m.stop()
