@@ -60,7 +60,11 @@ def collect(
         raise typer.Exit(2)
     tune_runtime()  # GIL switch interval and GC thresholds: only this dedicated process
     db = Database(s.db_url)
-    col = Collector(s, db, open_telemetry(s))
+    try:
+        col = Collector(s, db, open_telemetry(s))
+    except ValueError as e:  # a setting that cannot work here (e.g. a standby on SQLite)
+        console.print(f"[red]semon collect: {e}[/]")
+        raise typer.Exit(2) from None
     install_reversion(col)
     srv = serve_health(s.health_host, s.health_port if health_port is None else health_port, col.health)
     col.start()
@@ -133,9 +137,13 @@ def score(
 def mqtt_auth(
     out_dir: Annotated[Path, typer.Option(help="where passwd, acl and credentials.csv go")] = Path("mqtt-auth"),
     rotate: Annotated[bool, typer.Option(help="new passwords for everyone")] = False,
-    collector_user: Annotated[str, typer.Option(help="the collectors' MQTT user")] = "semon-collector",
+    collector_user: Annotated[
+        list[str] | None, typer.Option(help="a collector session's MQTT user = its client id (repeat per partition)")
+    ] = None,
+    service: Annotated[list[str] | None, typer.Option(help="a service's MQTT user (semon api / deliver)")] = None,
+    gateway: Annotated[list[str] | None, typer.Option(help="a user publishing for every device (simulator)")] = None,
 ) -> None:
-    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collector)."""
+    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collectors)."""
     from sqlalchemy import select
 
     from semon.mqtt_auth import write_auth
@@ -150,9 +158,16 @@ def mqtt_auth(
             firms = list(sess.scalars(select(Firm.id)))
     finally:
         db.dispose()
-    n = write_auth(out_dir, devices, firms, rotate=rotate, collector_user=collector_user)
+    collectors = collector_user or ["semon-collector"]
+    try:
+        n = write_auth(out_dir, devices, firms, rotate=rotate, collector_user=collectors, services=service or [],
+                       gateways=gateway or [])  # fmt: skip
+    except ValueError as e:
+        console.print(f"[red]semon mqtt-auth: {e}[/]")
+        raise typer.Exit(2) from None
     console.print(
-        f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, 1 collector) → {out_dir}/passwd, "
+        f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, {len(collectors)} collectors) → "
+        f"{out_dir}/passwd, "
         f"{out_dir}/acl; passwords in {out_dir}/credentials.csv (mode 0600). Mosquitto: password_file, acl_file."
     )
 

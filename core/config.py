@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,11 +22,18 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "semon-collector"
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    # credentials.csv written by `semon mqtt-auth`: with it, a missing SEMON_MQTT_PASSWORD is
+    # looked up there for the user, and a collector's user defaults to its client id (the broker
+    # binds the two: use_username_as_clientid, config/mosquitto/mosquitto.conf).
+    mqtt_credentials_file: Path | None = None
     # Shared-subscription group: several collectors split the stream (Mosquitto / EMQX).
     mqtt_share_group: str | None = None
     # "I/N": this collector owns the devices whose CRC-32 of the id is I modulo N, on its own
     # session; N collectors split a stream by device without a hashing broker (docs/scaling.md).
     collector_partition: str | None = None
+    # This collector may wait for its partition's lease and take it over when the owner dies
+    # (needs PostgreSQL: a session advisory lock per partition; docs/scaling.md "Failover").
+    collector_standby: bool = False
     # Must match the broker's max_inflight_messages: the collector flushes (and so acks)
     # before that many messages are waiting, or the broker would stop sending.
     mqtt_max_inflight: int = Field(10_000, ge=2)
@@ -105,6 +112,16 @@ class Settings(BaseSettings):
     # Calendar of KPI periods (day / week / month boundaries).
     report_timezone: str = "Asia/Shanghai"
 
+    @model_validator(mode="after")
+    def _password_from_credentials(self) -> Settings:
+        # Every MQTT client reading mqtt_username / mqtt_password (canary, maintenance, simulator)
+        # then logs in with the generated credential without knowing the file.
+        if self.mqtt_username and self.mqtt_password is None and self.mqtt_credentials_file is not None:
+            from semon.mqtt_auth import password_for
+
+            self.mqtt_password = password_for(self.mqtt_credentials_file, self.mqtt_username)
+        return self
+
     @cached_property
     def spool_path(self) -> Path:
         """Durable spool for telemetry while InfluxDB is slow or down."""
@@ -118,6 +135,19 @@ class Settings(BaseSettings):
         if u.scheme not in ("mqtt", "tcp"):
             raise ValueError(f"SEMON_MQTT_URL: unsupported scheme {u.scheme!r} (use mqtt://host:port)")
         return u.hostname or "127.0.0.1", u.port or 1883
+
+    def mqtt_login(self, default_user: str | None = None) -> tuple[str, str | None] | None:
+        """``(user, password)`` to log in to the broker with, or None for an anonymous login:
+        SEMON_MQTT_USERNAME (else ``default_user`` when a credentials file is configured), its
+        password from SEMON_MQTT_PASSWORD or else from SEMON_MQTT_CREDENTIALS_FILE."""
+        user = self.mqtt_username or (default_user if self.mqtt_credentials_file else None)
+        if user is None:
+            return None
+        if self.mqtt_password is None and self.mqtt_credentials_file is not None:
+            from semon.mqtt_auth import password_for
+
+            return user, password_for(self.mqtt_credentials_file, user)
+        return user, self.mqtt_password
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -36,7 +36,7 @@ WRITE_SECONDS = Histogram(
 
 
 def serve_health(host: str, port: int, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
-    """Serve ``/health`` (JSON; 200 while ``status`` is "ok" or "degraded", else 503) and
+    """Serve ``/health`` (JSON; 200 while ``status`` is "ok", "degraded" or "standby", else 503) and
     ``/metrics`` in a daemon thread."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -47,7 +47,7 @@ def serve_health(host: str, port: int, health: Callable[[], dict[str, Any]]) -> 
             elif self.path == "/health":
                 h = health()
                 body, ctype = json.dumps(h).encode(), "application/json"
-                code = 200 if h.get("status") in ("ok", "degraded") else 503
+                code = 200 if h.get("status") in ("ok", "degraded", "standby") else 503
             else:
                 body, ctype, code = b"not found\n", "text/plain", 404
             self.send_response(code)

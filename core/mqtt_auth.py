@@ -2,9 +2,21 @@
 
 Each device may publish only under its own ``semon/v1/{kind}/{device_id}/`` topics (and read
 nothing); each maintenance firm may subscribe only to its own ``semon/v1/alarms/{firm_id}/#``;
-the collector reads every device topic and writes alarms. Passwords are random, kept in a
+each collector reads every device topic and writes alarms; a service (``semon api`` /
+``semon deliver``: canary pings, platform alarms) and a gateway (a simulator publishing for a
+whole fleet — development only) have their own accounts. Passwords are random, kept in a
 ``credentials.csv`` (mode 0600) for provisioning, and stored in the password file only as
 Mosquitto ``$7$`` PBKDF2-SHA512 hashes.
+
+Identity is bound to the session by the broker, not by the ACL: the compose broker runs with
+``use_username_as_clientid true`` (config/mosquitto/mosquitto.conf), so a client's session is
+its user name whatever client id it sends, and a device holding its own valid password can
+neither take over a collector's persistent session nor another device's. Every process that
+keeps a session therefore needs its own user: one per collector *session* (the partition's
+client id, e.g. ``semon-collector-p0of2``; a standby of that partition shares it, the lease
+lets only one of them connect, docs/scaling.md), one per service process. The ACL grants
+exact topics per user and no ``pattern`` lines: a pattern applies to every account (firms and
+collectors too), so it could only widen what an account may do.
 """
 
 from __future__ import annotations
@@ -14,10 +26,11 @@ import csv
 import hashlib
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from semon.contract.topics import PREFIX
+from semon.contract.topics import KINDS, PREFIX
 
 # Mosquitto 2's mosquitto_passwd default for $7$ (PBKDF2-SHA512).
 PBKDF2_ITERATIONS = 101
@@ -36,16 +49,32 @@ class Account:
     """One MQTT login and what it may do."""
 
     username: str
-    role: str  # device | firm | collector
+    role: str  # device | firm | collector | service | gateway
     subject: str  # device id, firm id, or "*"
     kind: str = ""
 
 
-def accounts(devices: list[tuple[str, str]], firms: list[str], collector_user: str = COLLECTOR_USER) -> list[Account]:
-    """Accounts for ``(device_id, kind)`` pairs and firm ids, plus the collector."""
-    out = [Account(collector_user, "collector", "*")]
+def accounts(
+    devices: list[tuple[str, str]], firms: list[str], collector_user: str | Sequence[str] = COLLECTOR_USER,
+    *, services: Sequence[str] = (), gateways: Sequence[str] = (),
+) -> list[Account]:  # fmt: skip
+    """Accounts for ``(device_id, kind)`` pairs and firm ids, plus the collectors (one user per
+    collector session), services and gateways. A user name used twice is refused: with the
+    user as client id, two holders of one name would take each other's session."""
+    collectors = [collector_user] if isinstance(collector_user, str) else list(collector_user)
+    out = [Account(c, "collector", "*") for c in collectors]
+    out += [Account(u, "service", "*") for u in services]
+    out += [Account(u, "gateway", "*") for u in gateways]
     out += [Account(d, "device", d, k) for d, k in sorted(devices)]
     out += [Account(f"firm-{f}", "firm", f) for f in sorted(firms)]
+    seen: dict[str, Account] = {}
+    for a in out:
+        if a.username in seen:
+            raise ValueError(
+                f"MQTT user {a.username!r} would be both {seen[a.username].role} {seen[a.username].subject!r} and "
+                f"{a.role} {a.subject!r}: rename one (the user name is the broker session)"
+            )
+        seen[a.username] = a
     return out
 
 
@@ -58,6 +87,12 @@ def acl_text(accts: list[Account]) -> str:
             # Devices' topics and canary pings in, alarms and canary echoes out.
             lines += [f"topic read {PREFIX}/+/+/+", f"topic write {PREFIX}/alarms/#"]
             lines.append(f"topic readwrite {PREFIX}/canary/#")
+        elif a.role == "service":
+            # Canary pings out, echoes in; platform alarms and maintenance notices out.
+            lines += [f"topic readwrite {PREFIX}/canary/#", f"topic write {PREFIX}/alarms/#"]
+            lines.append("topic read $SYS/broker/version")  # the compose broker's health check
+        elif a.role == "gateway":
+            lines += [f"topic write {PREFIX}/{kind}/+/#" for kind in KINDS]
         elif a.role == "device":
             lines.append(f"topic write {PREFIX}/{a.kind}/{a.subject}/#")
         else:
@@ -68,7 +103,8 @@ def acl_text(accts: list[Account]) -> str:
 
 def write_auth(
     out_dir: Path, devices: list[tuple[str, str]], firms: list[str], *, rotate: bool = False,
-    collector_user: str = COLLECTOR_USER,
+    collector_user: str | Sequence[str] = COLLECTOR_USER, services: Sequence[str] = (),
+    gateways: Sequence[str] = (),
 ) -> dict[str, int]:  # fmt: skip
     """Write ``passwd``, ``acl`` and ``credentials.csv``; existing passwords are kept unless ``rotate``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,11 +113,11 @@ def write_auth(
     if creds_path.exists() and not rotate:
         with creds_path.open(newline="") as f:
             known = {r["username"]: r["password"] for r in csv.DictReader(f)}
-    accts = accounts(devices, firms, collector_user)
+    accts = accounts(devices, firms, collector_user, services=services, gateways=gateways)
     rows = [(a, known.get(a.username) or secrets.token_urlsafe(18)) for a in accts]
     fd = os.open(creds_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")  # plain lines: read by shell tools too (compose health check)
         w.writerow(["username", "role", "subject", "password"])
         for a, pw in rows:
             w.writerow([a.username, a.role, a.subject, pw])
@@ -90,3 +126,14 @@ def write_auth(
     passwd.chmod(0o600)
     (out_dir / "acl").write_text(acl_text(accts))
     return {"devices": len(devices), "firms": len(firms), "accounts": len(accts)}
+
+
+def password_for(credentials: Path, username: str) -> str:
+    """The password of ``username`` in a ``credentials.csv`` written by :func:`write_auth`."""
+    if not credentials.is_file():
+        raise ValueError(f"SEMON_MQTT_CREDENTIALS_FILE: {credentials} does not exist (run `semon mqtt-auth`)")
+    with credentials.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if r["username"] == username:
+                return r["password"]
+    raise ValueError(f"SEMON_MQTT_CREDENTIALS_FILE: no account {username!r} in {credentials} (run `semon mqtt-auth`)")

@@ -15,7 +15,10 @@ Four stages, one job each, every thread under supervision (ingest/README.md):
 Several collectors can split one stream by device: with ``SEMON_COLLECTOR_PARTITION=I/N``
 this one owns the devices whose CRC-32 of the id is I modulo N. Each keeps its own non-shared
 session, acknowledges other devices' messages unprocessed, and so a device's messages are
-ordered and evaluated by exactly one collector (docs/scaling.md).
+ordered and evaluated by exactly one collector (docs/scaling.md). On PostgreSQL a partition is
+a lease (:mod:`semon.ingest.lease`): a second collector of the same partition waits as standby
+and takes over, with the same session id, when the owner dies; an owner that loses its lease
+stops consuming.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from semon.config import Settings
 from semon.ingest.alarm_sink import ALARM_STORE_DOWN, JOURNAL_FULL, AlarmSink
 from semon.ingest.dead_letters import DeadLetters
 from semon.ingest.handover import Batch, Inbound
+from semon.ingest.lease import LeaseKeeper, PgAdvisoryLease
 from semon.ingest.pipeline import Pipeline, parse_partition, partition_of
 from semon.ingest.registry_watch import REGISTRY_DOWN, RegistryWatch
 from semon.ingest.source import BROKER_DOWN, AckGate, MqttSource
@@ -102,6 +106,7 @@ class Collector:
             client_id = settings.mqtt_client_id
             if partition:
                 client_id += f"-p{partition[0]}of{partition[1]}"
+        self.lease = self._lease_keeper(settings, db, partition)
         self.source = MqttSource(settings, client_id, self.sup)
         self.client = self.source.client
         self.connected = self.source.connected
@@ -129,6 +134,21 @@ class Collector:
         self.transition_hooks: list[Callable[[dict[str, Any]], None]] = self.alarm_sink.hooks
         self._threads: list[threading.Thread] = []
 
+    def _lease_keeper(self, settings: Settings, db: Database, partition: tuple[int, int] | None) -> LeaseKeeper | None:
+        """A lease for a partition (or, for a standby, the whole stream) when the database can
+        arbitrate one; a standby on SQLite is refused (no advisory locks, so no failover)."""
+        if partition is None and not settings.collector_standby:
+            return None
+        if db.engine.dialect.name != "postgresql":
+            if settings.collector_standby:
+                raise ValueError(
+                    "SEMON_COLLECTOR_STANDBY needs PostgreSQL (SEMON_DB_URL): failover is a lease on a PostgreSQL "
+                    "advisory lock, SQLite has none — run one collector per partition under a service manager"
+                )
+            return None
+        lease = PgAdvisoryLease(db.url, partition or (0, 1))
+        return LeaseKeeper(lease, self.sup, self._start_owned, self._fence)
+
     # -- wiring --------------------------------------------------------------------------------
     def _count(self, key: str, n: int) -> None:
         if n:
@@ -153,7 +173,17 @@ class Collector:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Restore alarm state, start the stages, connect to the broker."""
+        """Restore alarm state, start the stages, connect to the broker — at once, or, with a
+        lease, once it is ours (until then this collector is a standby)."""
+        if self.lease is not None:
+            self.lease.start()
+        else:
+            self._start_owned()
+
+    def _start_owned(self) -> None:
+        if self.lease is not None:
+            # A standby may have waited for days: state comes from the database as it is now.
+            self.registry.refresh(time.monotonic(), min_age=0)
         if hasattr(self.telemetry, "ensure_database"):
             self.telemetry.ensure_database()
         self.restore_alarms()
@@ -167,8 +197,22 @@ class Collector:
         """Set when a stage failed beyond recovery: the process must restart."""
         return self.sup.fatal
 
+    def _fence(self, why: str) -> None:
+        """The lease is lost: off the broker now (what is unacknowledged goes to the new owner)."""
+        log.critical("%s", why)
+        self.source.fence()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages, make durable and acknowledge what was taken, disconnect."""
+        if self.lease is not None:
+            self.lease.stop()
+            if not self._threads:  # a standby that never owned: nothing to drain
+                for t in self.sup.threads:
+                    t.join(timeout)
+                self.lease.release()
+                self.spool.close()
+                self.alarm_sink.journal.close()
+                return
         self.source.close_intake()
         for t in self._threads:
             t.join(timeout)
@@ -177,6 +221,8 @@ class Collector:
         for t in self.sup.threads:
             t.join(timeout)
         self.source.stop()
+        if self.lease is not None:
+            self.lease.release()
         self.spool.close()
         self.alarm_sink.journal.close()
         log.info("collector stopped", extra={"stats": self._stats_copy()})
@@ -191,6 +237,13 @@ class Collector:
         evaluated or not delivered, "degraded" (200) when only telemetry is impaired."""
         now = time.monotonic()
         failures, outages = self.sup.snapshot()
+        lease = self.lease
+        if lease is not None and not lease.owner.is_set() and not failures:
+            m.HEALTH_OK.set(1)
+            return {
+                "status": "standby", "role": "standby", "partition": lease.lease.name, "mqtt_connected": False,
+                "reasons": [f"standby for partition {lease.lease.name}: another collector holds its lease"],
+            }  # fmt: skip
         failing: list[str] = [f"stage {s} failed: {why}" for s, why in failures.items()]
         for stage in ("pipeline", "alarms", *(f"writer{i}" for i in range(self.telemetry_sink.writers))):
             age = self.sup.beat_age(stage)
@@ -223,6 +276,7 @@ class Collector:
         return {
             "status": status,
             "reasons": failing + degraded,
+            **({} if lease is None else {"role": lease.role, "partition": lease.lease.name}),
             "mqtt_connected": self.connected.is_set(),
             "stages": {
                 "source": {"connected": self.connected.is_set(), "inbox": waiting},

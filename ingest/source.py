@@ -62,8 +62,17 @@ class MqttSource:
             protocol=mqtt.MQTTv311,
             manual_ack=True,  # ack only once what a message produced is durable
         )
-        if self.settings.mqtt_username:
-            c.username_pw_set(self.settings.mqtt_username, self.settings.mqtt_password)
+        # The collector's user is its client id unless set otherwise: a broker that binds the two
+        # (use_username_as_clientid) keys the persistent session by the user name.
+        login = self.settings.mqtt_login(client_id)
+        if login is not None:
+            if login[0] != client_id:
+                log.warning(
+                    "SEMON_MQTT_USERNAME %r differs from the collector's client id %r: on a broker with "
+                    "use_username_as_clientid two collectors with one user take each other's session", login[0],
+                    client_id,
+                )  # fmt: skip
+            c.username_pw_set(*login)
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(1000)
         c.reconnect_delay_set(0.5, 10)
@@ -132,6 +141,13 @@ class MqttSource:
     def closing(self) -> bool:
         """Whether intake is closed."""
         return self._closing.is_set()
+
+    def fence(self) -> None:
+        """Off the broker at once, acknowledging nothing more (the lease is lost: the new owner
+        of this session gets everything unacknowledged)."""
+        self._closing.set()
+        self._stopped.set()
+        self.client.disconnect()
 
     def stop(self) -> None:
         """Disconnect once the last acknowledgements had a moment to leave."""

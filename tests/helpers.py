@@ -40,6 +40,17 @@ def small_registry(db: Database, path: Path) -> None:
     import_devices_csv(db, path)
 
 
+def elevator_registry(db: Database, path: Path, devices: list[str]) -> None:
+    """Elevators of firm F001, one per id, registered from a CSV written at ``path``."""
+    firm = "F001,Firm One,4,A,92,U0001,Unit,3"
+    rows = [
+        f"{d},3110SHMIT2020{i:05d},elevator,Tianhe,Road {i},23.1,113.3,{firm},2020-01-01,1.75,20,1,,,,"
+        for i, d in enumerate(devices, start=1)
+    ]
+    path.write_text(REGISTRY_HEADER + "\n" + "\n".join(rows) + "\n")
+    import_devices_csv(db, path)
+
+
 def elevator_payload(ts: int, seq: int, **kw: Any) -> bytes:
     """A valid elevator status."""
     p = dict(

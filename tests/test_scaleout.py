@@ -32,9 +32,8 @@ from sqlalchemy import select
 
 from semon.ingest.collector import partition_of
 from semon.store.models import Alarm
-from semon.store.registry import import_devices_csv
 from tests.conftest import Stack
-from tests.helpers import REGISTRY_HEADER, elevator_payload, now_ms, publish_all, wait_until
+from tests.helpers import elevator_payload, elevator_registry, now_ms, publish_all, wait_until
 
 EL = "semon/v1/elevator/{}/status"
 # An odd count: a round-robin split of the interleaved stream then alternates within each device.
@@ -42,13 +41,7 @@ DEVICES = [f"S{i:03d}" for i in range(1, 26)]
 
 
 def _registry(stack: Stack, path: Path) -> None:
-    firm = "F001,Firm One,4,A,92,U0001,Unit,3"
-    rows = [
-        f"{d},3110SHMIT2020{i:05d},elevator,Tianhe,Road {i},23.1,113.3,{firm},2020-01-01,1.75,20,1,,,,"
-        for i, d in enumerate(DEVICES, start=1)
-    ]
-    path.write_text(REGISTRY_HEADER + "\n" + "\n".join(rows) + "\n")
-    import_devices_csv(stack.db, path)
+    elevator_registry(stack.db, path, DEVICES)
 
 
 def _door_cycling(dev: str, t0: int) -> list[bytes]:
