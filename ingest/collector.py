@@ -108,6 +108,9 @@ class Collector:
                 client_id += f"-p{partition[0]}of{partition[1]}"
         self.lease = self._lease_keeper(settings, db, partition)
         self.source = MqttSource(settings, client_id, self.sup)
+        if self.lease is not None:
+            keeper = self.lease
+            self.source.may_reconnect = lambda why: not keeper.session_lost(why)
         self.client = self.source.client
         self.connected = self.source.connected
         self.registry = RegistryWatch(db, self.sup, settings.registry_refresh_s)

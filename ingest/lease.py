@@ -51,6 +51,9 @@ SERVER_KEEPALIVE = " ".join(
 LOCK_NAMESPACE = 0x73656D6F
 
 
+LEASE_UNCONFIRMED = "lease"
+
+
 class LeaseLost(RuntimeError):
     """The lease is no longer ours: the collector fenced itself and must restart."""
 
@@ -60,12 +63,14 @@ class PartitionLease(Protocol):
 
     name: str  # "I/N", for logs and health
 
-    def try_acquire(self) -> bool:
-        """Take the lease if nobody holds it; True when it is ours. Never blocks for long."""
+    def try_acquire(self) -> bool | None:
+        """Take the lease if nobody holds it: True ours, False another's, None the engine is
+        unreachable. Never blocks for long."""
         ...
 
-    def still_held(self) -> bool:
-        """Prove (a round trip to the engine) that the lease is still ours."""
+    def still_held(self) -> bool | None:
+        """Prove (a round trip to the engine) that the lease is still ours: True, False (another
+        holds it), or None (the engine cannot tell us now)."""
         ...
 
     def release(self) -> None:
@@ -100,8 +105,9 @@ class PgAdvisoryLease:
             )  # fmt: skip
         return self._conn
 
-    def try_acquire(self) -> bool:
-        """``pg_try_advisory_lock``; a database that is away means "not ours" (retried)."""
+    def try_acquire(self) -> bool | None:
+        """``pg_try_advisory_lock``: True ours, False another session's, None the database is
+        away (nobody can take it then; retried)."""
         import psycopg
 
         try:
@@ -110,14 +116,15 @@ class PgAdvisoryLease:
         except psycopg.Error as e:
             log.debug("lease %s: cannot ask the database: %s", self.name, e)
             self._drop()
-            return False
+            return None
 
-    def still_held(self) -> bool:
-        """The lock is granted to this very session (the connection answered, and it is in pg_locks)."""
+    def still_held(self) -> bool | None:
+        """True: granted to this very session; None: the connection that held it is gone, so
+        whether another session took it is unknown until the database answers again."""
         import psycopg
 
         if self._conn is None or self._conn.closed:
-            return False
+            return None
         try:
             row = self._conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
@@ -128,7 +135,7 @@ class PgAdvisoryLease:
         except psycopg.Error as e:
             log.error("lease %s: lost the connection that holds it: %s", self.name, e)
             self._drop()
-            return False
+            return None
 
     def release(self) -> None:
         """Unlock, then close: closing alone frees the lock too, but only once the server's
@@ -163,6 +170,8 @@ class LeaseKeeper:
         self._fence = fence
         self._stop = threading.Event()
         self.owner = threading.Event()
+        self.uncertain = threading.Event()  # owner, but the database cannot confirm it now
+        self._session_taken: str | None = None
 
     @property
     def role(self) -> str:
@@ -177,7 +186,7 @@ class LeaseKeeper:
         announced = False
         while not self._stop.is_set():
             self.sup.beat("lease")
-            if self.lease.try_acquire():
+            if self.lease.try_acquire() is True:
                 break
             if not announced:
                 log.warning("partition %s is owned by another collector: waiting as standby", self.lease.name)
@@ -193,14 +202,43 @@ class LeaseKeeper:
         self._on_acquired()
         while not self._stop.wait(CHECK_EVERY_S):
             self.sup.beat("lease")
-            if not self.lease.still_held():
-                why = (
-                    f"lease on partition {self.lease.name} lost: stopped consuming (fenced); "
-                    "restart to rejoin as standby"
-                )
-                self.owner.clear()
-                self._fence(why)
-                raise LeaseLost(why)
+            held = self.lease.still_held() if not self.uncertain.is_set() else self.lease.try_acquire()
+            if held is None:
+                # The database is away: nobody can take the lease meanwhile, so consuming on keeps
+                # alarms flowing. The broker arbitrates the rest: a new owner would connect with the
+                # same session id and knock this one off — and then this one does not come back.
+                if not self.uncertain.is_set():
+                    log.warning("partition %s: lease unconfirmed (database unreachable); consuming on "
+                                "until the database answers or the broker hands the session to another",
+                                self.lease.name)  # fmt: skip
+                    self.uncertain.set()
+                    self.sup.degraded(LEASE_UNCONFIRMED, f"lease on partition {self.lease.name} unconfirmed")
+            elif held:
+                if self.uncertain.is_set():
+                    log.warning("partition %s: lease confirmed again", self.lease.name)
+                    self.uncertain.clear()
+                    self.sup.recovered(LEASE_UNCONFIRMED)
+            else:
+                self._lost("another collector holds it")
+            if self._session_taken is not None:
+                self._lost(self._session_taken)
+
+    def session_lost(self, why: str) -> bool:
+        """The broker dropped the session. While the lease is unconfirmed that may be a new owner
+        taking it over: True means do not reconnect (the keeper fences at its next check)."""
+        if not self.uncertain.is_set():
+            return False
+        self._session_taken = f"broker dropped the session while the lease was unconfirmed ({why})"
+        return True
+
+    def _lost(self, why: str) -> None:
+        msg = (
+            f"lease on partition {self.lease.name} lost: {why}; stopped consuming (fenced); "
+            "restart to rejoin as standby"
+        )
+        self.owner.clear()
+        self._fence(msg)
+        raise LeaseLost(msg)
 
     def stop(self) -> None:
         """Stop the loop (the lease stays held until :meth:`release`)."""

@@ -52,6 +52,8 @@ class MqttSource:
         self._closing = threading.Event()
         self._stopped = threading.Event()
         self.client_id = client_id
+        # Asked on a disconnect (the lease's session_lost): False means stay off the broker.
+        self.may_reconnect: Callable[[str], bool] | None = None
         self.client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> FastClient:
@@ -107,6 +109,10 @@ class MqttSource:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
         self.connected.clear()
+        if not self._stopped.is_set() and self.may_reconnect is not None and not self.may_reconnect(str(rc)):
+            # Possibly taken over by a new owner of the partition: do not fight it for the session.
+            self.fence()
+            return
         if not self._stopped.is_set():
             self.sup.degraded(BROKER_DOWN, f"MQTT disconnected ({rc}); reconnecting — unacked messages are redelivered")
 

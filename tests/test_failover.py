@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from semon.config import Settings
 from semon.ingest.collector import Collector, partition_of
-from semon.ingest.lease import LOCK_NAMESPACE, LeaseKeeper, LeaseLost, PgAdvisoryLease, lock_key
+from semon.ingest.lease import CHECK_EVERY_S, LOCK_NAMESPACE, LeaseKeeper, LeaseLost, PgAdvisoryLease, lock_key
 from semon.ingest.supervision import Supervisor
 from semon.ports import free_port
 from semon.store.db import Database
@@ -55,6 +55,15 @@ def _terminate_lease_sessions(url: str) -> int:
             " AND datname = current_database()"
         ).fetchall()
     return len(rows)
+
+
+def _lease_sessions(url: str) -> int:
+    with psycopg.connect(_libpq(url), autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory'"
+            " AND l.granted AND a.application_name LIKE 'semon-lease-%%' AND a.datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_advisory_lease_is_exclusive_per_partition_and_freed_with_its_session(pg_url: str):
@@ -87,7 +96,7 @@ def test_advisory_lease_is_exclusive_per_partition_and_freed_with_its_session(pg
             lease.release()
 
 
-def test_keeper_waits_as_standby_then_owns_then_fences_when_its_session_is_gone(pg_url: str):
+def test_keeper_waits_as_standby_then_owns_then_fences_when_another_takes_the_lock(pg_url: str):
     holder = PgAdvisoryLease(pg_url, (0, 1))
     assert holder.try_acquire()
     sup = Supervisor()
@@ -99,8 +108,16 @@ def test_keeper_waits_as_standby_then_owns_then_fences_when_its_session_is_gone(
         assert keeper.role == "standby" and not acquired.is_set()
         holder.release()
         assert acquired.wait(10) and keeper.role == "owner"
-        _terminate_lease_sessions(pg_url)
+        # Its session is dropped and another takes the lock before it can take it again.
+        thief = PgAdvisoryLease(pg_url, (0, 1))
+
+        def steal() -> bool:
+            _terminate_lease_sessions(pg_url)
+            return thief.try_acquire() is True
+
+        wait_until(steal, 10, "the lock taken by another session")
         assert sup.fatal.wait(10)
+        thief.release()
         assert keeper.role == "standby" and len(fenced) == 1 and "fenced" in fenced[0]
         assert "LeaseLost" in sup.failures["lease"]
     finally:
@@ -129,14 +146,40 @@ def test_owner_that_loses_its_lease_stops_consuming_and_says_so(stack: Stack):
     s = stack.settings.model_copy(update={"collector_partition": "1/2"})
     col = Collector(s, stack.db, stack.telemetry())
     col.start()
+    thief = psycopg.connect(_libpq(s.db_url), autocommit=True)
     try:
         wait_until(lambda: col.health().get("role") == "owner" and col.connected.is_set(), 30, "owner, subscribed")
         assert col.health()["status"] == "ok"
-        _terminate_lease_sessions(s.db_url)
+        # The owner's lease connection drops and, before it can take the lock again, another
+        # session has it: the lease is lost.
+        def steal() -> bool:
+            _terminate_lease_sessions(s.db_url)
+            row = thief.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, lock_key((1, 2)))).fetchone()
+            return bool(row and row[0])
+
+        wait_until(steal, 15, "the lock taken by another session")
         wait_until(col.fatal.is_set, 15, "fenced")
         h = col.health()
         assert h["status"] == "failing" and any("lease on partition 1/2 lost" in r for r in h["reasons"]), h
         assert not col.connected.is_set() and col.source.closing
+    finally:
+        thief.close()
+        col.stop(10)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_an_owner_whose_lease_connection_drops_takes_the_free_lock_again_and_consumes_on(stack: Stack):
+    """A dropped connection is not a lost lease: nobody else holds it, so the owner carries on."""
+    s = stack.settings.model_copy(update={"collector_partition": "1/2"})
+    col = Collector(s, stack.db, stack.telemetry())
+    col.start()
+    try:
+        wait_until(lambda: col.health().get("role") == "owner" and col.connected.is_set(), 30, "owner, subscribed")
+        assert _terminate_lease_sessions(s.db_url) == 1
+        wait_until(lambda: _lease_sessions(s.db_url) == 1, 15, "lock taken again on a new connection")
+        time.sleep(3 * CHECK_EVERY_S)  # several checks later it is still the owner, consuming
+        assert not col.fatal.is_set() and col.connected.is_set() and col.health()["role"] == "owner"
     finally:
         col.stop(10)
 

@@ -253,6 +253,37 @@ def test_postgres_down_60s_alarm_published_at_once_and_stored_when_back(world: d
         health.close()
 
 
+def test_a_partition_owner_keeps_its_devices_alarmed_through_a_postgres_outage(world: dict[str, Any]):
+    """The partition lease lives in PostgreSQL. With the database gone nobody can take the lease,
+    so the owner consumes on (alarms flow) and confirms its lease when the database is back."""
+    mq, ix, pg, db = world["mq"], world["ix"], world["pg"], world["db"]
+    # One collector that owns the whole stream under a lease (a standby would take it over).
+    s = settings_for(mq, ix, pg.url, world["tmp"] / "data", collector_standby=True)
+    col = Collector(s, db, open_telemetry(s))
+    health = Health(col)
+    col.start()
+    listener = AlarmListener(s)
+    feeder: Feeder | None = None
+    try:
+        wait_until(lambda: col.health().get("role") == "owner" and col.connected.is_set(), 30, "owner, subscribed")
+        feeder = Feeder(s, ["E1", "E2"])
+        pg.stop()
+        health.wait(503, "database unavailable", 15)
+        feeder.trap("E1")
+        assert_alarm_in_time(listener, feeder, "E1")
+        assert not col.fatal.is_set() and col.health()["role"] == "owner"
+        pg.start()
+        health.wait(200, "", 60)
+        assert not col.fatal.is_set() and col.health()["role"] == "owner" and not col.lease.uncertain.is_set()
+        assert_nothing_lost(influx_seqs(ix), feeder.stop())
+    finally:
+        if feeder is not None:
+            feeder.stop()
+        listener.close()
+        col.stop()
+        health.close()
+
+
 def test_influx_down_with_the_spool_at_its_bound_alarms_flow(world: dict[str, Any]):
     mq, ix, pg, db = world["mq"], world["ix"], world["pg"], world["db"]
     s = settings_for(mq, ix, pg.url, world["tmp"] / "data", spool_max_bytes=1 << 20)
