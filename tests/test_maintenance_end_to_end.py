@@ -18,7 +18,7 @@ from sqlalchemy import select
 from semon.ingest.collector import Collector
 from semon.rules.maintenance import install_reversion, load_policy, run_planning, update_device_facts, update_firm
 from semon.rules.maintenance.facts import update_use_unit
-from semon.rules.maintenance.service import utc_day
+from semon.timeutil import local_date
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.store.influx import InfluxStore
@@ -65,7 +65,7 @@ def test_entrapment_reverts_a_90_day_elevator_within_seconds(stack: Stack, tmp_p
     # sets is relative to that one instant (the registry's fixed install years only score the
     # other elevators, which fail the online gate whatever the day).
     now = int(time.time() * 1000)
-    today = utc_day(now)
+    today = local_date(now)
     # Registry facts that earn the top tier, and 30 days of healthy history in InfluxDB.
     update_firm(stack.db, firm, {"firm_tech_level": 5, "firm_credit_grade": "A", "firm_credit_score": 98.0})
     update_use_unit(stack.db, spec.use_unit.unit_id, {"use_unit_mgmt_level": 5})
