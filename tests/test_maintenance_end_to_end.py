@@ -18,13 +18,13 @@ from sqlalchemy import select
 from semon.ingest.collector import Collector
 from semon.rules.maintenance import install_reversion, load_policy, run_planning, update_device_facts, update_firm
 from semon.rules.maintenance.facts import update_use_unit
-from semon.timeutil import local_date
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.store.influx import InfluxStore
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
 from semon.store.models import Alarm
 from semon.store.registry import import_devices_csv, load_registry
+from semon.timeutil import local_date
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.test_maintenance_store import history_points

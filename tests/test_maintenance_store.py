@@ -33,13 +33,13 @@ from semon.rules.maintenance import (
 )
 from semon.rules.maintenance.compliance import device_info, transition
 from semon.rules.maintenance.service import firm_rates
-from semon.timeutil import local_date
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Firm, UseUnit
 from semon.store.registry import import_devices_csv, load_registry
 from semon.store.telemetry import Point
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
+from semon.timeutil import local_date
 from tests.helpers import REGISTRY_HEADER
 
 POLICY = load_policy()
