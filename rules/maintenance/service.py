@@ -650,14 +650,16 @@ def plan_reversion_cause(r: pd.Series, policy: Policy) -> tuple[str, str, dict[s
     """(trigger name, reason, cause) of a reversion a plan run found, naming the alarms behind it."""
     fired = list(r["fired_triggers"])
     trigger = fired[0] if fired else "entrapment"
+    # Worded like the live path's reasons: "<trigger>: <what was seen>".
     if fired:
         texts = [t.removeprefix("reversion: ") for t in r["reasons"] if t.startswith("reversion: ")]
     else:
-        texts = [f"entrapment: {t}" for t in r["reasons"] if "entrapment" in t]
+        texts = [t for t in r["reasons"] if "entrapment" in t]
+    texts = [f"{trigger}: " + "; ".join(texts)] if texts else []
     col = {"major_faults": "major_fault_ids", "entrapment": "entrapment_ids", "offline": "offline_alarm_ids"}
     ids = r.get(col.get(trigger, ""))
     ids = [int(i) for i in ids] if isinstance(ids, list | tuple) else []
-    return trigger, "; ".join(texts) or trigger, {"alarm_id": ids[-1] if ids else None, "alarm_ids": ids}
+    return trigger, texts[0] if texts else trigger, {"alarm_id": ids[-1] if ids else None, "alarm_ids": ids}
 
 
 def clear_reversions(
