@@ -593,11 +593,9 @@ def run_planning(
     if store:
         t0 = time.perf_counter()
         reverting = reversions(plan, policy)
-        if len(reverting):
-            run.alarm_messages += apply_reversions(db, plan.loc[reverting], policy, at, notify if alarms else None,
-                                                   tz, publish_notice=alarms)  # fmt: skip
-        run.decisions_written = store_plan(db, plan.drop(index=reverting), policy, as_of, at)
-        run.decisions_written += len(reverting)
+        done = apply_reversions(db, plan.loc[reverting], policy, at, notify, tz, publish_notice=alarms)
+        run.alarm_messages += [r.notice for r in done if r.notice is not None]
+        run.decisions_written = len(done) + store_plan(db, plan.drop(index=reverting), policy, as_of, at)
         timings["store_s"] = time.perf_counter() - t0
     if alarms:
         t0 = time.perf_counter()
@@ -632,17 +630,20 @@ def reversions(plan: pd.DataFrame, policy: Policy) -> pd.Index:
 def apply_reversions(
     db: Database, rows: pd.DataFrame, policy: Policy, at_ms: int, notify: Notifier | None, tz: str,
     publish_notice: bool = True,
-) -> list[dict[str, Any]]:
-    """Revert the elevators of ``rows`` through the live path (one code path for both); return the notices."""
+) -> list[Any]:
+    """Revert the elevators of ``rows`` through the live path (one code path for both); return the
+    reversions done (:class:`~semon.rules.maintenance.reversion.Reverted`, with their notices)."""
     from semon.rules.maintenance.reversion import Reversion  # reversion builds on this module
 
+    if not len(rows):
+        return []
     rev = Reversion(db, policy, notify, clock=lambda: at_ms, tz=tz)
     out = []
     for dev, r in rows.iterrows():
         trigger, reason, cause = plan_reversion_cause(r, policy)
         done = rev.revert(str(dev), trigger, reason, cause, at_ms, {"found_by": "plan"}, publish_notice=publish_notice)
-        if done is not None and done.notice is not None:
-            out.append(done.notice)
+        if done is not None:
+            out.append(done)
     return out
 
 
