@@ -13,7 +13,10 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from semon.rules.alarms import AlarmStore
+from semon.rules.base import RuleSpec, Severity
 from semon.rules.maintenance import record_visit, run_planning
+from semon.rules.maintenance.compliance import device_info, transition
 from semon.store.maintenance import MaintenanceDecision
 from semon.timeutil import local_day_start_ms
 from tests.test_maintenance_store import (  # noqa: F401  (fixtures)
@@ -59,6 +62,11 @@ def test_a_reversion_found_by_a_planning_run_is_flagged_and_told_like_a_live_one
            for k, typ in enumerate(("overspeed", "safety_circuit_open", "power_lost"), start=1)]  # fmt: skip
     for k, typ in enumerate(("overspeed", "safety_circuit_open"), start=1):
         raise_alarm(db, "E2", typ, "major", now - k * DAY_MS)
+    trapped = raise_alarm(db, "E3", "trapped_passenger", "critical", now - 2 * DAY_MS)["alarm_id"]
+    # Released long ago (not an open critical alarm): only the entrapment gate sees it.
+    AlarmStore(db).apply(transition("cleared", RuleSpec("test.trapped_passenger", "elevator", "trapped_passenger",
+                                                        Severity.critical), device_info("E3", "elevator", FIRM),
+                                    now - 2 * DAY_MS, now - 2 * DAY_MS + 60_000, "", {}))  # fmt: skip
     sent: list[tuple[str, bytes]] = []
     run = run_planning(db, tel, POLICY, at_ms=now + 1000, notify=lambda t, b: sent.append((t, b)))
 
@@ -72,14 +80,22 @@ def test_a_reversion_found_by_a_planning_run_is_flagged_and_told_like_a_live_one
         d = s.get(MaintenanceDecision, p["E1"].decision_id)
         assert d.trigger == "reversion" and d.inputs["previous_mode"] == "on_demand_90"
         assert d.inputs["trigger"]["alarm"]["alarm_ids"] == sorted(ids)
+    # An equipment-caused entrapment in the last 90 days (the entrapment gate) reverts E3 the same way.
+    assert p["E3"].mode == "standard_15" and p["E3"].reverted
+    assert p["E3"].reasons[0] == (f"reversion: entrapment: 1 equipment-caused entrapment(s) in the last 90 days, "
+                                  f"alarm {trapped}")  # fmt: skip
+    with db.session() as s:
+        d3 = s.get(MaintenanceDecision, p["E3"].decision_id)
+        assert d3.trigger == "reversion" and d3.inputs["trigger"]["alarm"]["alarm_ids"] == [trapped]
     reverted_alarms = {dev for dev, typ in active_alarms(db) if typ == "maintenance_reverted"}
-    assert reverted_alarms == {"E1"}
+    assert reverted_alarms == {"E1", "E3"}
     notices = [orjson.loads(b) for t, b in sent if orjson.loads(b)["type"] == "maintenance_reverted"]
-    assert [(n["device_id"], n["event"]) for n in notices] == [("E1", "raised")]
+    assert sorted((n["device_id"], n["event"]) for n in notices) == [("E1", "raised"), ("E3", "raised")]
+    notices = [n for n in notices if n["device_id"] == "E1"]
     assert notices[0]["details"]["previous_mode"] == "on_demand_90" and notices[0]["details"]["mode"] == "standard_15"
     with api_client(db, tel, now + 2000) as api:
         listed = api.get("/maintenance/plans", params={"reverted": "true"}).json()
-        assert [i["device_id"] for i in listed["items"]] == ["E1"]
+        assert [i["device_id"] for i in listed["items"]] == ["E1", "E3"]
 
     # The next run keeps it reverted and tells nothing new; its decision's evidence names the alarms.
     sent.clear()
