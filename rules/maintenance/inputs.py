@@ -120,7 +120,8 @@ def _reindex(df: pd.DataFrame, device_ids: Sequence[str] | None) -> pd.DataFrame
     for c in ("entrapments", "major_faults", "fault_alarms", "blocking_alarms"):
         df[c] = df[c].fillna(0).astype(np.int64)
     for c in ALARM_ID_COLUMNS:
-        df[c] = [v if isinstance(v, list) else [] for v in df[c].tolist()] if c in df.columns else [[]] * len(df)
+        # One shared empty tuple for the many elevators without such alarms (no fresh objects).
+        df[c] = [v if isinstance(v, list) else () for v in df[c].tolist()] if c in df.columns else [()] * len(df)
     return df
 
 
@@ -394,7 +395,7 @@ def monitoring_inputs(
     for c in ("entrapments", "major_faults", "fault_alarms", "blocking_alarms"):
         m[c] = m[c].fillna(0).astype(np.int64)
     for c in ALARM_ID_COLUMNS:
-        m[c] = [v if isinstance(v, list) else [] for v in m[c].tolist()]
+        m[c] = [v if isinstance(v, list) else () for v in m[c].tolist()]
     h = health_frame(m, policy)
     h.loc[~m["has_iot_data"], "health_index"] = np.nan
     return m.join(h)
