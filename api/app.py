@@ -94,7 +94,7 @@ def create_app(
                 dispatcher.start()
                 closers.append(dispatcher.stop)
                 hazard_watch = HazardWatch(
-                    app.state.db, cfg.hazard_scan_s, cfg.report_timezone, app.state.telemetry, cfg.hazard_board_s
+                    app.state.db, cfg.hazard_scan_s, cfg.timezone, app.state.telemetry, cfg.hazard_board_s
                 )
                 hazard_watch.start()
                 closers.append(hazard_watch.stop)

@@ -9,6 +9,7 @@ from fastapi import Depends, Query, Request
 from semon.api.timeparse import now_ms
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
+from semon.timeutil import DEFAULT_TIMEZONE
 
 
 def get_db(request: Request) -> Database:
@@ -31,7 +32,14 @@ def get_now_ms() -> int:
     return now_ms()
 
 
+def get_timezone(request: Request) -> str:
+    """The zone of local calendar days (``SEMON_TIMEZONE``) the app was built with."""
+    settings = getattr(request.app.state, "settings", None)
+    return getattr(settings, "timezone", DEFAULT_TIMEZONE)
+
+
 DbDep = Annotated[Database, Depends(get_db)]
+TzDep = Annotated[str, Depends(get_timezone)]
 TelemetryDep = Annotated[TelemetryStore, Depends(get_telemetry)]
 NowMs = Annotated[int, Depends(get_now_ms)]
 

@@ -37,7 +37,7 @@ HazardId = Annotated[int, Path(ge=1, le=2**63 - 1, description="hazard id", exam
 
 
 def _tz(request: Request) -> str:
-    return str(request.app.state.settings.report_timezone)
+    return str(request.app.state.settings.timezone)
 
 
 def _now(now_ms: int) -> datetime:

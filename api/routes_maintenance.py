@@ -18,7 +18,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from semon.api.auth import AccessDep, OperatorDep, PrincipalDep, RegulatorDep
-from semon.api.deps import DbDep, Limit, NowMs, Offset, TelemetryDep
+from semon.api.deps import DbDep, Limit, NowMs, Offset, TelemetryDep, TzDep
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter, not_found
@@ -37,10 +37,11 @@ from semon.rules.maintenance.facts import (
 from semon.rules.maintenance.inspection import inspection_frame
 from semon.rules.maintenance.policy import Policy, PolicyError, load_policy
 from semon.rules.maintenance.records import RecordError, record_visit
-from semon.rules.maintenance.service import firm_rates, registry_frame, run_planning, summarise_modes, utc_day
+from semon.rules.maintenance.service import firm_rates, registry_frame, run_planning, summarise_modes
 from semon.store.access import visible_device_ids
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
+from semon.timeutil import local_date
 
 router = APIRouter(tags=["maintenance"])
 DeviceId = Annotated[str, Path(description="registry id of the device", examples=["E000005"])]
@@ -243,6 +244,7 @@ _PLAN_SORT = {"device_id": MaintenancePlan.device_id, "score": MaintenancePlan.s
 def list_plans(
     access: AccessDep,
     now: NowMs,
+    tz: TzDep,
     firm_id: Annotated[str | None, Query(description="maintenance firm")] = None,
     mode: Annotated[str | None, Query(examples=["on_demand_90"])] = None,
     overdue: Annotated[bool | None, Query(description="only elevators with (true) / without (false) overdue items")]
@@ -252,8 +254,8 @@ def list_plans(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> PlanPage:
-    """One row per planned elevator: mode, interval, score, reasons, next due dates."""
-    day = utc_day(now)
+    """One row per planned elevator: mode, interval, score, reasons, next due dates (local days)."""
+    day = local_date(now, tz)
     stmt = access.scoped(select(MaintenancePlan), MaintenancePlan.device_id)
     for col, val in ((MaintenancePlan.firm_id, firm_id), (MaintenancePlan.mode, mode),
                      (MaintenancePlan.reverted, reverted)):  # fmt: skip
@@ -271,14 +273,15 @@ def list_plans(
 
 @router.post("/maintenance/plans/run", summary="Run planning now", responses=problem_responses())
 async def run_plans(
-    db: DbDep, _: RegulatorDep, telemetry: TelemetryDep, now: NowMs, body: Annotated[RunIn | None, Body()] = None
+    db: DbDep, _: RegulatorDep, telemetry: TelemetryDep, now: NowMs, tz: TzDep,
+    body: Annotated[RunIn | None, Body()] = None,
 ) -> dict[str, Any]:
     """Plan (default: every elevator) from current facts and live data; store decisions, sync alarms."""
     body = body or RunIn()
     policy = current_policy()
     run = await run_in_threadpool(
         run_planning, db, telemetry, policy, device_ids=body.device_ids, store=not body.dry_run,
-        alarms=not body.dry_run, board=not body.dry_run, at_ms=now,
+        alarms=not body.dry_run, board=not body.dry_run, at_ms=now, tz=tz,
     )  # fmt: skip
     summary = summarise_modes(run)
     return {
@@ -309,13 +312,14 @@ def device_maintenance(
     access: AccessDep,
     device_id: DeviceId,
     now: NowMs,
+    tz: TzDep,
     at: Annotated[str | None, Query(description="the decision in force at this time (ISO-8601 or epoch ms); "
                                                "default: now", examples=["2026-05-15"])] = None,
 ) -> dict[str, Any]:
     """Plan in force, the decision behind it (gates, score breakdown, inputs with evidence), facts,
     periodic inspection status and the last records. With ``at``, the decision in force then."""
     at_ms = _time("at", at)
-    day = utc_day(now)
+    day = local_date(now, tz)
     access.device(device_id)  # another tenant's device does not exist for this caller
     with db.session() as s:
         dev = s.get(Device, device_id)
@@ -422,14 +426,14 @@ _REC_SORT = {"performed_at": MaintenanceRecord.performed_at, "device_id": Mainte
 
 @router.post("/maintenance/records", response_model=RecordOut, status_code=201, summary="Record a maintenance visit",
              responses=problem_responses({404: "unknown device"}))
-def create_record(db: DbDep, access: AccessDep, _: OperatorDep, now: NowMs, body: RecordIn) -> RecordOut:
+def create_record(db: DbDep, access: AccessDep, _: OperatorDep, now: NowMs, tz: TzDep, body: RecordIn) -> RecordOut:
     """Store a visit; the elevator's due dates recompute and the overdue alarms it settles clear."""
     access.device(body.device_id)  # a firm records visits on the equipment it maintains only
     at = datetime.fromtimestamp(now / 1000, UTC)
     try:
         rec, _ = record_visit(db, current_policy(), device_id=body.device_id, item_classes=body.item_classes,
                               performed_at=body.performed_at or at, technician=body.technician,
-                              paperless=body.paperless, notes=body.notes, now=at)  # fmt: skip
+                              paperless=body.paperless, notes=body.notes, now=at, tz=tz)  # fmt: skip
     except LookupError:
         raise not_found("device", body.device_id) from None
     except RecordError as e:
@@ -479,9 +483,9 @@ def get_record(access: AccessDep, record_id: Annotated[int, Path(ge=1, le=2**63 
 
 # ----------------------------------------------------------------------- firms, inspections
 @router.get("/maintenance/firms", summary="Per-firm on-time and paperless rates", responses=problem_responses())
-def list_firm_rates(db: DbDep, who: PrincipalDep, now: NowMs) -> list[dict[str, Any]]:
+def list_firm_rates(db: DbDep, who: PrincipalDep, now: NowMs, tz: TzDep) -> list[dict[str, Any]]:
     """Elevators maintained, visits in the last year, on-time and paperless rates, Guangzhou pilot flags."""
-    df = firm_rates(db, utc_day(now))
+    df = firm_rates(db, local_date(now, tz), tz=tz)
     if not who.is_regulator:
         # A firm sees its own rates; an owner sees none (they rate firms, not owners).
         df = df[df.index == who.firm_id] if who.role == "firm" else df.iloc[0:0]
@@ -494,6 +498,7 @@ def list_inspections(
     db: DbDep,
     access: AccessDep,
     now: NowMs,
+    tz: TzDep,
     status: Annotated[str | None, Query(description="ok | due_soon | overdue | unknown")] = None,
     kind: Annotated[str | None, Query(description="elevator | vessel")] = None,
     firm_id: str | None = None,
@@ -506,7 +511,7 @@ def list_inspections(
         reg = reg[reg["device_id"].isin(set(access.s.scalars(visible_device_ids(access.p))))]
     if firm_id is not None:
         reg = reg[reg["firm_id"] == firm_id]
-    ins = inspection_frame(reg, current_policy(), utc_day(now))
+    ins = inspection_frame(reg, current_policy(), local_date(now, tz))
     df = reg[["device_id", "kind", "firm_id"]].join(ins)
     if status is not None:
         df = df[df["inspection_status"] == status]

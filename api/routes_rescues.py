@@ -20,15 +20,19 @@ from semon.api.deps import Limit, Offset
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter
+from semon.api.routes_maintenance import current_policy
 from semon.api.schemas import AlarmEventOut, PageMeta, UtcDatetime
 from semon.api.timeparse import TimeParseError, parse_time
+from semon.rules.maintenance.policy import default_policy_path, load_policy
 from semon.rules.rescue import kpis as rk
 from semon.rules.rescue.service import (
+    RescueCauseInvalid,
     RescueConflict,
     RescueTimeInvalid,
     Step,
     record_step,
     rescue,
+    rescue_causes,
     rescue_events,
     rescues,
 )
@@ -39,7 +43,9 @@ from semon.store.notify_models import Rescue
 router = APIRouter(prefix="/rescues", tags=["rescues"])
 
 Tier = Literal["own_firm", "rescue_station", "fire_service"]
-Cause = Literal["external", "misuse", "equipment", "unknown"]
+# Causes are the maintenance policy's list (a configuration file), checked when a release is
+# recorded; the schema shows the packaged default's.
+_DEFAULT_CAUSES = rescue_causes(load_policy(default_policy_path()))
 
 _RESCUE_EXAMPLE: dict[str, Any] = {
     "id": 17, "alarm_id": 1842, "device_id": "gz-el-00042", "firm_id": "F-GZ-017", "district": "Tianhe",
@@ -130,7 +136,10 @@ class ReleaseIn(StepIn):
     """Passengers out; the cause of the entrapment."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"cause": "equipment"}]})
-    cause: Cause = "unknown"
+    cause: str = Field(
+        "unknown", min_length=1, max_length=32, examples=list(_DEFAULT_CAUSES),
+        description="a cause the maintenance policy names (default policy: " + ", ".join(_DEFAULT_CAUSES) + ")",
+    )  # fmt: skip
 
 
 class Period(StrEnum):
@@ -266,14 +275,14 @@ def rescue_kpis(
     dims = [g.strip() for g in group_by.split(",") if g.strip()]
     try:
         q = rk.KpiQuery(
-            since=since_dt, until=until_dt, group_by=dims, period=period.value, timezone=cfg.report_timezone,
+            since=since_dt, until=until_dt, group_by=dims, period=period.value, timezone=cfg.timezone,
             response_limit_s=cfg.rescue_response_limit_s, arrival_limit_s=cfg.rescue_arrival_limit_s, now=now,
         )  # fmt: skip
     except ValueError as e:
         raise invalid_parameter("group_by" if "group" in str(e) else "until", str(e)) from e
     rows = rk.rescue_kpis(access, q)
     return KpiOut(
-        since=since_dt, until=until_dt, group_by=dims, period=period.value, timezone=cfg.report_timezone,
+        since=since_dt, until=until_dt, group_by=dims, period=period.value, timezone=cfg.timezone,
         response_limit_s=cfg.rescue_response_limit_s, arrival_limit_s=cfg.rescue_arrival_limit_s,
         rows=[KpiRow(**r) for r in rows],
     )  # fmt: skip
@@ -299,7 +308,10 @@ def _step(request: Request, access: AccessDep, who: Principal, rescue_id: int, s
         cause=getattr(body, "cause", None),
     )  # fmt: skip
     try:
-        r = record_step(access, rescue_id, step, actor, fields, request.app.state.settings.rescue_arrival_limit_s)
+        r = record_step(access, rescue_id, step, actor, fields, request.app.state.settings.rescue_arrival_limit_s,
+                        rescue_causes(current_policy()))  # fmt: skip
+    except RescueCauseInvalid as e:
+        raise invalid_parameter("cause", str(e)) from e
     except RescueConflict as e:
         raise ProblemException(409, str(e), slug="rescue-state-conflict", title="Rescue state conflict") from e
     except RescueTimeInvalid as e:
@@ -331,5 +343,5 @@ def arrive(request: Request, access: AccessDep, who: OperatorDep, rescue_id: Res
 @router.post("/{rescue_id}/release", response_model=RescueOut, summary="Record the release",
              responses=_STEP_RESPONSES)  # fmt: skip
 def release(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId, body: ReleaseIn) -> RescueOut:
-    """Passengers out, with the cause (external, misuse, equipment, unknown)."""
+    """Passengers out, with the cause (one the maintenance policy names: equipment, its external causes, unknown)."""
     return _step(request, access, who, rescue_id, "release", body)

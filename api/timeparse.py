@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
+
+from semon.timeutil import now_ms  # noqa: F401  (re-exported: one clock for every module)
 
 # Below 1e11 ms (March 1973) an integer is far more likely epoch *seconds* sent by mistake than
 # a real instant of monitoring data; refusing it beats silently querying 1970.
@@ -18,11 +19,6 @@ _MS = timedelta(milliseconds=1)
 
 class TimeParseError(ValueError):
     """The value is neither ISO-8601 nor a plausible epoch-ms integer."""
-
-
-def now_ms() -> int:
-    """Wall clock in epoch ms."""
-    return time.time_ns() // 1_000_000
 
 
 def parse_time(value: str) -> int:

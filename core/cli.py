@@ -412,7 +412,7 @@ def deliver() -> None:
     d = Dispatcher(s, db, name="semon-deliver")
     d.start()
     telemetry = open_telemetry(s)
-    hazard_watch = HazardWatch(db, s.hazard_scan_s, s.report_timezone, telemetry, s.hazard_board_s)
+    hazard_watch = HazardWatch(db, s.hazard_scan_s, s.timezone, telemetry, s.hazard_board_s)
     hazard_watch.start()
     canary = Canary(s, db, name="deliver") if s.canary_enabled else None
     if canary is not None:
@@ -457,7 +457,7 @@ def rescues_kpis(
         since_dt = datetime.fromtimestamp(parse_time(since) / 1000, UTC) if since else until_dt - timedelta(days=30)
         q = KpiQuery(
             since=since_dt, until=until_dt, group_by=[g.strip() for g in by.split(",") if g.strip()], period=period,
-            timezone=s.report_timezone, response_limit_s=s.rescue_response_limit_s,
+            timezone=s.timezone, response_limit_s=s.rescue_response_limit_s,
             arrival_limit_s=s.rescue_arrival_limit_s,
         )  # fmt: skip
     except (TimeParseError, ValueError) as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -109,8 +109,19 @@ class Settings(BaseSettings):
     canary_enabled: bool = True
     canary_interval_s: float = Field(5.0, gt=0)
     canary_timeout_s: float = Field(20.0, gt=0)
-    # Calendar of KPI periods (day / week / month boundaries).
-    report_timezone: str = "Asia/Shanghai"
+    # Local calendar days (due dates, "overdue", "today", per-day rates): an IANA zone.
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_zone(cls, v: str) -> str:
+        from semon.timeutil import zone
+
+        try:
+            zone(v)
+        except ValueError as e:
+            raise ValueError(f"SEMON_TIMEZONE: {e}") from None
+        return v
 
     @model_validator(mode="after")
     def _password_from_credentials(self) -> Settings:

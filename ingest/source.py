@@ -25,17 +25,13 @@ from semon.contract.topics import CANARY_PINGS, SUBSCRIPTIONS
 from semon.ingest.handover import Batch, Delivery, Inbound
 from semon.ingest.mqtt_client import FastClient
 from semon.ingest.supervision import Supervisor
+from semon.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
 BROKER_DOWN = "broker"
 # Bursts, not messages; the broker's in-flight window bounds what is unacknowledged.
 INBOX_BURSTS = 10_000
-
-
-def now_ms() -> int:
-    """Wall clock in ms."""
-    return time.time_ns() // 1_000_000
 
 
 class MqttSource:

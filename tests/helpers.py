@@ -19,6 +19,7 @@ from semon.api.app import create_app
 from semon.config import Settings
 from semon.store.db import Database
 from semon.store.registry import import_devices_csv
+from semon.timeutil import now_ms  # noqa: F401  (re-exported: one clock for every module)
 from tests.services import free_port, wait_port
 
 REGISTRY_HEADER = (
@@ -84,11 +85,6 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def now_ms() -> int:
-    """Wall clock in ms."""
-    return time.time_ns() // 1_000_000
 
 
 class ApiServer:

@@ -18,13 +18,13 @@ from sqlalchemy import select
 from semon.ingest.collector import Collector
 from semon.rules.maintenance import install_reversion, load_policy, run_planning, update_device_facts, update_firm
 from semon.rules.maintenance.facts import update_use_unit
-from semon.rules.maintenance.service import utc_day
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.store.influx import InfluxStore
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
 from semon.store.models import Alarm
 from semon.store.registry import import_devices_csv, load_registry
+from semon.timeutil import local_date
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.test_maintenance_store import history_points
@@ -65,7 +65,7 @@ def test_entrapment_reverts_a_90_day_elevator_within_seconds(stack: Stack, tmp_p
     # sets is relative to that one instant (the registry's fixed install years only score the
     # other elevators, which fail the online gate whatever the day).
     now = int(time.time() * 1000)
-    today = utc_day(now)
+    today = local_date(now)
     # Registry facts that earn the top tier, and 30 days of healthy history in InfluxDB.
     update_firm(stack.db, firm, {"firm_tech_level": 5, "firm_credit_grade": "A", "firm_credit_score": 98.0})
     update_use_unit(stack.db, spec.use_unit.unit_id, {"use_unit_mgmt_level": 5})

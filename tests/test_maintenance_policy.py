@@ -41,7 +41,7 @@ CASES = [
     # -- gate: IoT online ≥ 95 % of the last 30 days
     ("online exactly 95 % passes", {"online_ratio": 0.95}, D90, "→ on_demand_90"),
     ("online 94.99 % fails", {"online_ratio": 0.9499}, STD, "IoT terminal online 95.0 % of the last 30 days"),
-    ("no online data fails", {"online_ratio": None}, STD, "no IoT online data for the last 30 days"),
+    ("no online data fails", {"online_ratio": None}, STD, "无物联网数据 (no IoT data) for the last 30 days"),
     # -- gate: periodic inspection valid
     ("inspection valid through today passes", {"inspection_due": AS_OF}, D90, "→ on_demand_90"),
     ("inspection expired yesterday fails", {"inspection_due": date(2026, 11, 25)}, STD,
@@ -205,7 +205,9 @@ INSPECTION_CASES = [
     ("elevator", {"inspection_valid_until": "2026-11-25"}, "overdue", "2026-11-25"),
     ("elevator", {"last_inspection_date": "2025-12-01"}, "due_soon", "2026-12-01"),
     ("elevator", {"commission_date": "2026-03-01"}, "ok", "2027-03-01"),
-    ("elevator", {"commission_date": "2020-03-01"}, "unknown", None),
+    # Never inspected: the first inspection was due a year after commissioning — overdue, not unknown.
+    ("elevator", {"commission_date": "2020-03-01"}, "overdue", "2021-03-01"),
+    ("elevator", {}, "unknown", None),  # no date at all: semon cannot know
     ("vessel", {"commission_date": "2024-02-29"}, "ok", "2027-02-28"),  # first within 3 years
     ("vessel", {"last_inspection_date": "2021-01-10", "safety_grade": 2}, "ok", "2027-01-10"),  # grade 1–2: 6 y
     ("vessel", {"last_inspection_date": "2023-11-01", "safety_grade": 3}, "overdue", "2026-11-01"),  # grade 3: 3 y

@@ -32,13 +32,14 @@ from semon.rules.maintenance import (
     update_firm,
 )
 from semon.rules.maintenance.compliance import device_info, transition
-from semon.rules.maintenance.service import firm_rates, utc_day
+from semon.rules.maintenance.service import firm_rates
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Firm, UseUnit
 from semon.store.registry import import_devices_csv, load_registry
 from semon.store.telemetry import Point
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
+from semon.timeutil import local_date
 from tests.helpers import REGISTRY_HEADER
 
 POLICY = load_policy()
@@ -46,7 +47,7 @@ DAY_MS = 86_400_000
 # The module's clock: history, facts, plans, records and API "now" all hang off this instant
 # (2026-11-26T08:00:00Z), never off the machine's clock, so no result depends on the day it runs.
 NOW = 1_795_680_000_000
-TODAY = utc_day(NOW)
+TODAY = local_date(NOW)
 GOOD = [f"E{i}" for i in range(1, 9)]  # healthy, monitored, on-demand candidates
 FIRM = "F001"
 
@@ -205,11 +206,12 @@ def test_planning_decides_from_facts_and_live_data_and_keeps_an_audit_trail(env)
     e1 = p.loc["E1"]
     assert e1["online_ratio"] >= 0.99 and e1["health_index"] >= 95, e1[["online_ratio", "health_index"]]
     assert e1["door_cycles_recent"] >= 20 and e1["trips_baseline_per_day"] == pytest.approx(24, abs=1.5)
-    # E9: no telemetry, inspection unknown (commissioned 2025-06, first due 2026-06 passed unrecorded).
+    # E9: no telemetry, never inspected (commissioned 2025-06, first due 2026-06 passed unrecorded).
     assert p.loc["E9", "mode"] == "standard_15"
     assert p.loc["E9", "failed_gates"] == ("online", "inspection"), p.loc["E9", "reasons"]
     assert run.decisions_written == 9
-    assert run.inspections.set_index("device_id").loc["V1", "inspection_status"] == "unknown"
+    # V1 (in service since 2019-05-01, never inspected): its first inspection was due by 2022-05-01.
+    assert run.inspections.set_index("device_id").loc["V1", "inspection_status"] == "overdue"
 
     # Nothing changed: no new decision. The firm drops to grade B: 90 → 30 days, with a new decision.
     assert run_planning(db, tel, POLICY, at_ms=now + 1000).decisions_written == 0
@@ -286,7 +288,7 @@ def test_live_reversion_triggers(env):
     assert p["E1"].reasons[0].startswith("reversion: entrapment: trapped_passenger alarm")
     assert p["E3"].reasons[0].startswith("reversion: major_faults: 3 major faults in the last 30 days")
     assert p["E7"].reasons[0].startswith("reversion: offline: terminal offline for 25.0 h")
-    assert p["E1"].half_month_due == utc_day(now)  # due now, not in the past
+    assert p["E1"].half_month_due == local_date(now)  # due now, not in the past
     with db.session() as s:
         d = s.get(MaintenanceDecision, p["E1"].decision_id)
         assert d.trigger == "reversion" and d.inputs["previous_mode"] == "on_demand_90"
@@ -430,9 +432,9 @@ def test_cli_plan_outputs_table_csv_and_excel(env, tmp_path: Path, monkeypatch):
     sheet = pd.read_excel(out, sheet_name=None)
     assert set(sheet) == {"plan", "summary", "policy"} and len(sheet["plan"]) == 9
     assert sheet["policy"].loc[0, "policy_version"] == POLICY.version
-    assert pd.Timestamp(sheet["policy"].loc[0, "as_of"]).date() == utc_day(now)
+    assert pd.Timestamp(sheet["policy"].loc[0, "as_of"]).date() == local_date(now)
     r = runner.invoke(app, ["maintenance", "plan", "--format", "table", "--limit", "2", *at])
-    assert r.exit_code == 0 and f"maintenance plan {utc_day(now)}" in r.stdout and "on_demand_90" in r.output
+    assert r.exit_code == 0 and f"maintenance plan {local_date(now)}" in r.stdout and "on_demand_90" in r.output
     assert runner.invoke(app, ["maintenance", "plan", "--at", "yesterday"]).exit_code == 2
     r = runner.invoke(app, ["maintenance", "record", "E2", "--classes", "half_year", "--technician", "Chen",
                             "--at", utc(now).isoformat()])  # fmt: skip

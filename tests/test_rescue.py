@@ -122,6 +122,64 @@ def test_arrival_after_31_minutes_is_a_breach_and_29_is_not(env: dict[str, Any])
         assert arrived.details["breach"] is True and arrived.ts == int((t0 + timedelta(minutes=31)).timestamp() * 1000)
 
 
+def test_every_cause_the_policy_names_is_accepted_and_no_other(env: dict[str, Any]):
+    """One list: equipment, the policy's external causes (power_grid, vandalism…), unknown."""
+    from semon.rules.maintenance import load_policy
+    from semon.rules.rescue import rescue_causes
+
+    db, c, tok = env["db"], env["client"], env["tokens"]
+    causes = rescue_causes(load_policy())
+    assert {"power_grid", "vandalism", "external", "misuse", "equipment", "unknown"} <= set(causes)
+    assert set(load_policy().reversion.external_causes) <= set(causes)
+    h = auth(tok["a"])
+    for cause in (*causes, "aliens"):
+        alarm, _ = raise_alarm(db, "E1")
+        Dispatcher(env["settings"], db).scanner.scan()
+        rid = _rescue_of(db, alarm)
+        c.post(f"/rescues/{rid}/dispatch", json={}, headers=h).raise_for_status()
+        c.post(f"/rescues/{rid}/arrive", json={}, headers=h).raise_for_status()
+        r = c.post(f"/rescues/{rid}/release", json={"cause": cause}, headers=h)
+        if cause == "aliens":
+            assert r.status_code == 422 and "'aliens' is not one of" in r.text and "power_grid" in r.text, r.text
+            assert c.get(f"/rescues/{rid}", headers=h).json()["status"] == "arrived"  # nothing recorded
+        else:
+            assert r.status_code == 200 and r.json()["cause"] == cause, r.text
+            with db.session() as s:
+                assert s.get(Alarm, alarm).details["cause"] == cause  # where the planner reads it
+        with db.session() as s:
+            s.get(Alarm, alarm).active = False  # cleared: the next entrapment is a new alarm
+
+
+def test_a_late_recorded_alarm_takes_real_step_times_after_its_onset(env: dict[str, Any]):
+    """A terminal's replayed buffer stores the alarm 10 min after its onset; the firm had already
+    dispatched 5 min after the onset. Step times must follow the onset, each other, and now."""
+    db, c, tok = env["db"], env["client"], env["tokens"]
+    h = auth(tok["a"])
+    stored = datetime.now(UTC)
+    stored = stored.replace(microsecond=stored.microsecond // 1000 * 1000)  # alarm times are whole ms
+    onset = stored - timedelta(minutes=10)
+    alarms = [raise_alarm(db, dev, created_at=stored)[0] for dev in ("E1", "E2")]
+    with db.session() as s:
+        for a in alarms:
+            s.get(Alarm, a).onset_ts = int(onset.timestamp() * 1000)
+    Dispatcher(env["settings"], db).scanner.scan()
+    late, edge = (_rescue_of(db, a) for a in alarms)
+
+    def step(rid: int, name: str, at: datetime) -> Any:
+        return c.post(f"/rescues/{rid}/{name}", json={"at": at.isoformat()}, headers=h)
+
+    r = step(late, "dispatch", onset - timedelta(milliseconds=1))
+    assert r.status_code == 422 and "before the alarm's onset" in r.text, r.text
+    r = step(late, "dispatch", onset + timedelta(minutes=5))
+    assert r.status_code == 200, r.text
+    assert r.json()["dispatch_s"] == 300.0  # timed from the onset, not from when it was stored
+    assert step(late, "arrive", onset + timedelta(minutes=4)).status_code == 422  # before the dispatch
+    assert step(late, "arrive", datetime.now(UTC) + timedelta(minutes=5)).status_code == 422  # in the future
+    r = step(late, "arrive", onset + timedelta(minutes=9))
+    assert r.status_code == 200 and r.json()["arrival_s"] == 540.0 and not r.json()["arrival_breached"]
+    assert step(edge, "dispatch", onset).status_code == 200  # exactly the onset is allowed
+
+
 def test_overdue_arrival_escalates_once_while_the_passenger_is_trapped(env: dict[str, Any]):
     db = env["db"]
     settings = env["settings"].model_copy(update={"rescue_arrival_limit_s": 1.5, "dispatcher_poll_s": 0.1})

@@ -44,7 +44,7 @@ def _access(firm: str | None = None) -> Iterator[tuple[Any, Any, str]]:
     db = Database(s.db_url)
     try:
         with db.session() as sess:
-            yield Access(sess, Principal("firm", firm, name="cli") if firm else SYSTEM), db, s.report_timezone
+            yield Access(sess, Principal("firm", firm, name="cli") if firm else SYSTEM), db, s.timezone
             sess.commit()
     finally:
         db.dispose()
@@ -208,7 +208,7 @@ def scan(at: AtOpt = None) -> None:
     try:
         now = _at(at)
         touched = hs.propose_from_alarms(db, now)
-        out = hs.escalate_overdue(db, now, s.report_timezone)
+        out = hs.escalate_overdue(db, now, s.timezone)
     finally:
         db.dispose()
     print(f"proposed or linked: {len(touched)} · compliance alarm transitions: {len(out)}")

@@ -31,6 +31,10 @@ PolicyOpt = Annotated[
     Path | None, typer.Option(help="policy TOML (default: SEMON_MAINTENANCE_POLICY, else the packaged default)")
 ]
 AtOpt = Annotated[str | None, typer.Option(help="as of this instant (ISO 8601 or epoch ms; default: now)")]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option("--as-of", help="as of this local day (YYYY-MM-DD, SEMON_TIMEZONE): its first instant"),
+]
 
 
 def _at_ms(at: str | None) -> int | None:
@@ -40,6 +44,23 @@ def _at_ms(at: str | None) -> int | None:
         return parse_time(at) if at else None
     except TimeParseError as e:
         raise typer.BadParameter(str(e), param_hint="--at") from e
+
+
+def _as_of_ms(at: str | None, as_of: str | None, tz: str) -> int | None:
+    """The instant of ``--at`` or of ``--as-of`` (local midnight of that day in ``tz``); not both."""
+    from datetime import date
+
+    from semon.timeutil import local_day_start_ms
+
+    if as_of is None:
+        return _at_ms(at)
+    if at is not None:
+        raise typer.BadParameter("give --at or --as-of, not both", param_hint="--as-of")
+    try:
+        day = date.fromisoformat(as_of.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{as_of!r} is not a date (YYYY-MM-DD)", param_hint="--as-of") from None
+    return local_day_start_ms(day, tz)
 
 
 def _policy(path: Path | None) -> Any:
@@ -123,6 +144,7 @@ def plan_cmd(
     publish: Annotated[bool, typer.Option(help="publish alarm transitions on SEMON_MQTT_URL")] = False,
     limit: Annotated[int, typer.Option(min=1, help="rows shown by --format table")] = 50,
     at: AtOpt = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Plan every elevator: gates, score, mode (15 / 30 / 90 days) and due dates; store the decisions."""
     from semon.config import get_settings
@@ -132,9 +154,9 @@ def plan_cmd(
 
     if fmt is Format.xlsx and output is None:
         raise typer.BadParameter("--format xlsx needs --output FILE.xlsx")
-    at_ms = _at_ms(at)
-    pol = _policy(policy)
     s = get_settings()
+    at_ms = _as_of_ms(at, as_of, s.timezone)
+    pol = _policy(policy)
     db = Database(s.db_url)
     telemetry = open_telemetry(s)
     notify, close = (None, None)
@@ -145,7 +167,7 @@ def plan_cmd(
         notify, close = _mqtt_notifier(s)
     try:
         run = run_planning(db, telemetry, pol, device_ids=device or None, store=not dry_run, alarms=not dry_run,
-                           board=not dry_run, notify=notify, at_ms=at_ms)  # fmt: skip
+                           board=not dry_run, notify=notify, at_ms=at_ms, tz=s.timezone)  # fmt: skip
     finally:
         if close:
             close()
@@ -218,33 +240,64 @@ def record_cmd(
 
     pol = _policy(policy)
     when = datetime.fromisoformat(at) if at else datetime.now(UTC)
-    db = Database(get_settings().db_url)
+    s = get_settings()
+    db = Database(s.db_url)
     try:
         rec, _ = record_visit(db, pol, device_id=device_id, item_classes=[c.strip() for c in classes.split(",")],
-                              performed_at=when, technician=technician, paperless=paperless)  # fmt: skip
+                              performed_at=when, technician=technician, paperless=paperless,
+                              tz=s.timezone)  # fmt: skip
     except (RecordError, LookupError) as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(1) from e
     finally:
         db.dispose()
-    console.print(f"record {rec.id}: {device_id} {rec.item_class} on {rec.performed_at:%Y-%m-%d}, "
+    from semon.timeutil import zone
+
+    local = rec.performed_at.astimezone(zone(s.timezone))
+    console.print(f"record {rec.id}: {device_id} {rec.item_class} on {local:%Y-%m-%d}, "
                   f"{'on time' if rec.on_time else 'late'}")  # fmt: skip
 
 
+RATE_COLUMNS = ("firm_id", "name", "elevators", "records", "on_time_rate", "paperless_rate", "meets_on_time",
+                "meets_paperless", "meets_size")  # fmt: skip
+
+
+def rates_table(df: pd.DataFrame, as_of: Any) -> Table:
+    """Per-firm rates as a table like the other commands print (rates in %, pilot flags yes / no)."""
+    t = Table(title=f"firm maintenance rates, year to {as_of} (Guangzhou pilot: ≥ 95 %, ≥ 400 elevators)")
+    for col in RATE_COLUMNS:
+        t.add_column(col, overflow="fold", justify="right" if col in ("elevators", "records") else "left")
+
+    def pct(v: Any) -> str:
+        return "—" if pd.isna(v) else f"{v * 100:.1f} %"
+
+    flags = ("meets_on_time", "meets_paperless", "meets_size")
+    for fid, r in df.iterrows():
+        t.add_row(str(fid), str(r["name"] or ""), str(int(r["elevators"])), str(int(r["records"])),
+                  pct(r["on_time_rate"]), pct(r["paperless_rate"]),
+                  *("yes" if bool(r[c]) else "no" for c in flags))  # fmt: skip
+    return t
+
+
 @maintenance_app.command("rates")
-def rates_cmd(at: AtOpt = None) -> None:
+def rates_cmd(at: AtOpt = None, as_of: AsOfOpt = None) -> None:
     """Per-firm on-time and paperless rates over the last year (Guangzhou pilot: both ≥ 95 %)."""
     from semon.config import get_settings
-    from semon.rules.maintenance.service import firm_rates, now_ms, utc_day
+    from semon.rules.maintenance.service import firm_rates
     from semon.store.db import Database
+    from semon.timeutil import local_date, now_ms
 
-    at_ms = _at_ms(at)
-    db = Database(get_settings().db_url)
+    s = get_settings()
+    at_ms = _as_of_ms(at, as_of, s.timezone)
+    day = local_date(now_ms() if at_ms is None else at_ms, s.timezone)
+    db = Database(s.db_url)
     try:
-        df = firm_rates(db, utc_day(now_ms() if at_ms is None else at_ms))
+        df = firm_rates(db, day, tz=s.timezone)
     finally:
         db.dispose()
-    Console().print(df.to_string())
+    Console().print(rates_table(df, day))
+    if df.empty:
+        console.print("no firm on record")
 
 
 @maintenance_app.command("policy")

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from semon.rules.maintenance.policy import Policy
 from semon.store.db import Database
 from semon.store.models import Alarm
 from semon.store.registry import DeviceInfo
+from semon.timeutil import DEFAULT_TIMEZONE, local_day_start_ms
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 Notifier = Callable[[str, bytes], Any]
 # How long a maintenance run waits for the broker to acknowledge one notice.
 PUBACK_WAIT_S = 5.0
-DAY_MS = 86_400_000
 
 _CLASS_LABEL = {"half_month": "half-month", "quarterly": "quarterly", "half_year": "half-year", "yearly": "yearly"}
 
@@ -131,12 +132,17 @@ class Wanted:
     details: dict[str, Any]
 
 
-def _day_ms(ts: pd.Timestamp) -> int:
-    return int(ts.value // 1_000_000)
+def _day_ms(ts: pd.Timestamp, tz: str, days_after: int = 0) -> int:
+    """The instant local day ``ts`` + ``days_after`` begins in ``tz``."""
+    return local_day_start_ms(ts.date() + timedelta(days=days_after), tz)
 
 
-def wanted_alarms(plan: pd.DataFrame | None, inspections: pd.DataFrame | None, policy: Policy) -> Iterable[Wanted]:
+def wanted_alarms(
+    plan: pd.DataFrame | None, inspections: pd.DataFrame | None, policy: Policy, tz: str = DEFAULT_TIMEZONE
+) -> Iterable[Wanted]:
     """Compliance alarms that should be active, from a plan frame and an inspection frame.
+
+    Due dates are local days in ``tz``: "overdue" begins at local midnight after the due day.
 
     ``plan`` rows (elevators): ``device_id``, ``firm_id``, ``overdue_<class>``, ``<class>_due``.
     ``inspections`` rows (any kind): ``device_id``, ``kind``, ``firm_id``, ``inspection_status``,
@@ -152,7 +158,7 @@ def wanted_alarms(plan: pd.DataFrame | None, inspections: pd.DataFrame | None, p
                 yield Wanted(
                     spec,
                     info,
-                    _day_ms(due) + DAY_MS,
+                    _day_ms(due, tz, 1),
                     spec.explain.format(device=dev, due=due_s),
                     {"item_class": cls, "due": due_s},
                 )
@@ -166,9 +172,7 @@ def wanted_alarms(plan: pd.DataFrame | None, inspections: pd.DataFrame | None, p
                 spec = inspection_spec(kind, status, policy)
                 due_s = due.strftime("%Y-%m-%d")
                 onset = (
-                    _day_ms(due) + DAY_MS
-                    if status == "overdue"
-                    else _day_ms(due) - policy.inspection.due_soon_days * DAY_MS
+                    _day_ms(due, tz, 1) if status == "overdue" else _day_ms(due, tz, -policy.inspection.due_soon_days)
                 )
                 yield Wanted(
                     spec,

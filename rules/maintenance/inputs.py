@@ -47,6 +47,7 @@ FILTER_LIMIT = 2000
 MEAS = STATUS_MEASUREMENT["elevator"]
 
 ALARM_COLUMNS = ("entrapments", "major_faults", "fault_alarms", "blocking_alarms", "offline_alarm_hours")
+ALARM_ID_COLUMNS = ("entrapment_ids", "major_fault_ids", "offline_alarm_ids")
 TELEMETRY_COLUMNS = (
     "online_buckets", "online_buckets_total", "last_seen_ms",
     "door_open_recent_ms", "door_open_baseline_ms", "door_close_recent_ms", "door_close_baseline_ms",
@@ -61,15 +62,17 @@ def alarm_inputs(db: Database, policy: Policy, now_ms: int, device_ids: Sequence
     horizon = now_ms - max(g.entrapment_window_days, r.major_fault_window_days, h.window_days) * DAY_MS
     stmt = select(
         Alarm.device_id, Alarm.type, Alarm.rule_id, Alarm.severity, Alarm.active, Alarm.onset_ts, Alarm.start_ts,
-        Alarm.details,
+        Alarm.details, Alarm.id,
     ).where(Alarm.kind == "elevator", or_(Alarm.active, Alarm.start_ts >= horizon))  # fmt: skip
     if device_ids is not None and len(device_ids) <= FILTER_LIMIT:
         stmt = stmt.where(Alarm.device_id.in_(list(device_ids)))
     with db.session() as s:
         rows = [tuple(r) for r in s.execute(stmt)]
-    cols = ["device_id", "type", "rule_id", "severity", "active", "onset_ts", "start_ts", "details"]
+    cols = ["device_id", "type", "rule_id", "severity", "active", "onset_ts", "start_ts", "details", "alarm_id"]
     a = pd.DataFrame(rows, columns=cols)
     out = pd.DataFrame(columns=list(ALARM_COLUMNS), dtype=float)
+    for c in ALARM_ID_COLUMNS:
+        out[c] = pd.Series(dtype=object)
     if a.empty:
         return _reindex(out, device_ids)
     a = a[~a["rule_id"].str.startswith(COMPLIANCE_RULE_PREFIX)]
@@ -103,6 +106,10 @@ def alarm_inputs(db: Database, policy: Policy, now_ms: int, device_ids: Sequence
         blocking_alarms=("blocking_alarms", "sum"),
         offline_alarm_hours=("offline_alarm_hours", "max"),
     )
+    # The alarms behind "3 major faults" or an entrapment, named in the decision's evidence.
+    for col, mask in (("entrapment_ids", entrap), ("major_fault_ids", major), ("offline_alarm_ids", offline)):
+        sel = a.loc[mask.to_numpy(), ["device_id", "alarm_id"]].sort_values("alarm_id")
+        out[col] = sel.groupby("device_id")["alarm_id"].agg(lambda x: [int(i) for i in x])
     return _reindex(out, device_ids)
 
 
@@ -112,6 +119,9 @@ def _reindex(df: pd.DataFrame, device_ids: Sequence[str] | None) -> pd.DataFrame
         df = df.reindex(list(device_ids))
     for c in ("entrapments", "major_faults", "fault_alarms", "blocking_alarms"):
         df[c] = df[c].fillna(0).astype(np.int64)
+    for c in ALARM_ID_COLUMNS:
+        # One shared empty tuple for the many elevators without such alarms (no fresh objects).
+        df[c] = [v if isinstance(v, list) else () for v in df[c].tolist()] if c in df.columns else [()] * len(df)
     return df
 
 
@@ -375,13 +385,20 @@ def monitoring_inputs(
     t = telemetry_inputs(telemetry, policy, now_ms, device_ids)
     m = a.join(t, how="outer").reindex(list(device_ids))
     total = m["online_buckets_total"].where(m["online_buckets_total"] > 0)
-    m["online_ratio"] = (m["online_buckets"].fillna(0.0) / total).clip(0.0, 1.0)
+    # No status message in the whole window is no monitoring history, not "online 0 %": the
+    # ratio and the health index are unknown (the gate fails, the health scores 0 points).
+    m["has_iot_data"] = m["online_buckets"].fillna(0.0) > 0
+    m["online_ratio"] = (m["online_buckets"] / total).clip(0.0, 1.0).where(m["has_iot_data"])
     # Offline now: the open offline alarm, or the silence since the last message, whichever is longer.
     since_last = (now_ms - m["last_seen_ms"]) / HOUR_MS
     m["offline_hours"] = pd.concat([m["offline_alarm_hours"], since_last], axis=1).max(axis=1, skipna=True)
     for c in ("entrapments", "major_faults", "fault_alarms", "blocking_alarms"):
         m[c] = m[c].fillna(0).astype(np.int64)
-    return m.join(health_frame(m, policy))
+    for c in ALARM_ID_COLUMNS:
+        m[c] = [v if isinstance(v, list) else () for v in m[c].tolist()]
+    h = health_frame(m, policy)
+    h.loc[~m["has_iot_data"], "health_index"] = np.nan
+    return m.join(h)
 
 
 def evidence_records(m: pd.DataFrame, policy: Policy, now_ms: int) -> Iterable[dict[str, Any]]:
@@ -408,6 +425,12 @@ def evidence_records(m: pd.DataFrame, policy: Policy, now_ms: int) -> Iterable[d
                 lists[key] = [None] * n
         return lists[key]
 
+    def ids(c: str, i: int) -> list[int]:
+        if c not in m.columns:
+            return []
+        x = m[c].iat[i]
+        return list(x) if isinstance(x, list | tuple) else []
+
     for i in range(n):
 
         def v(c: str, nd: int = 3, _i: int = i) -> Any:
@@ -419,7 +442,9 @@ def evidence_records(m: pd.DataFrame, policy: Policy, now_ms: int) -> Iterable[d
                        "buckets": v("online_buckets_total", 0), "last_seen_ms": v("last_seen_ms", 0),
                        "offline_hours": v("offline_hours", 2)},
             "entrapments": v("entrapments", 0),
+            "entrapment_alarm_ids": ids("entrapment_ids", i),
             "major_faults": v("major_faults", 0),
+            "major_fault_alarm_ids": ids("major_fault_ids", i),
             "blocking_alarms": v("blocking_alarms", 0),
             "health": {
                 "index": v("health_index", 1),

@@ -6,9 +6,13 @@ Where the due date comes from, in order of precedence:
 1. ``inspection_valid_until`` — the date on the inspection certificate (registry fact);
 2. ``last_inspection_date`` + the interval (elevator: yearly; vessel: by safety grade — an
    unknown or unlisted grade takes the shortest listed interval, a conservative design choice);
-3. ``commission_date`` + the first interval (elevator: yearly; vessel: 3 years) — only while
-   that first deadline is still ahead: past it, with no inspection on record, the status is
-   ``unknown`` (the registry lacks the date) rather than a guessed "overdue".
+3. ``commission_date`` + the first interval (elevator: yearly; vessel: 3 years) — the first
+   periodic inspection is due then (TSG 21-2016 for vessels; docs/domain.md §5), so past it with
+   no inspection on record the device is ``overdue`` (a compliance alarm), not "unknown": a
+   device never inspected is the case the law is there for.
+
+Only a device with none of these dates is ``unknown``. A due date is a local day; it is overdue
+from the day after.
 """
 
 from __future__ import annotations
@@ -57,11 +61,10 @@ def inspection_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFr
         ["certificate valid-until date", "last inspection + interval"],
         default="first inspection after commissioning",
     )
-    first_ahead = due.isna() & from_commission.notna() & (from_commission >= day)
-    due = due.mask(first_ahead, from_commission)
+    due = due.fillna(from_commission)
     basis = np.where(due.isna(), "no inspection or commissioning date on record", basis)
-    unknown_first = valid_until.isna() & last.isna() & from_commission.notna() & (from_commission < day)
-    basis = np.where(unknown_first, "first-inspection deadline passed with no inspection on record", basis)
+    never = valid_until.isna() & last.isna() & from_commission.notna() & (from_commission < day)
+    basis = np.where(never, "first-inspection deadline passed with no inspection on record", basis)
 
     status = np.select(
         [

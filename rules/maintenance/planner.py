@@ -135,6 +135,44 @@ def score_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
 Texts = np.ndarray  # object array: the reason for rows whose gate failed / trigger fired, else None
 
 
+def _missing(v: pd.Series) -> pd.Series:
+    return v.isna() | (v.astype(str) == "")
+
+
+def zero_notes(df: pd.DataFrame, policy: Policy) -> dict[str, Texts]:
+    """component → why it scored 0 points because an input is unknown (None where it did not).
+
+    A regulator reading "0 points" must see whether the elevator earned nothing or semon knew
+    nothing; ``df`` must be :func:`prepare`-d.
+    """
+    sc = policy.score
+    no_firm, no_unit = _missing(df["firm_id"]), _missing(df["use_unit_id"])
+    cases: dict[str, list[tuple[pd.Series, str]]] = {
+        "age": [(df["commission_date"].isna(), "投用日期未知 (commission date unknown)")],
+        "firm_tech_level": [(no_firm, "无维保单位记录 (no firm on record)"),
+                            (df["firm_tech_level"].isna(), "维保单位技术等级未知 (firm technical level unknown)")],
+        "use_unit_mgmt_level": [(no_unit, "无使用单位记录 (no use unit on record)"),
+                                (df["use_unit_mgmt_level"].isna(),
+                                 "使用单位管理等级未知 (use-unit management level unknown)")],
+        "firm_credit": [(no_firm, "无维保单位记录 (no firm on record)"),
+                        (_missing(df["firm_credit_grade"]), "维保单位信用等级未知 (firm credit grade unknown)"),
+                        (df["firm_credit_score"].isna(), "维保单位信用分未知 (firm credit score unknown)")],
+        "health": [(df["health_index"].isna(), f"{NO_IOT_DATA}: health index unknown")],
+    }  # fmt: skip
+    points = {"age": sc.age.points, "firm_tech_level": sc.firm_tech_level.points,
+              "use_unit_mgmt_level": sc.use_unit_mgmt_level.points, "firm_credit": sc.firm_credit.points,
+              "health": sc.health.points}  # fmt: skip
+    out: dict[str, Texts] = {}
+    for comp, conds in cases.items():
+        text = np.full(len(df), None, dtype=object)
+        for mask, why in reversed(conds):  # the first condition that holds names the cause
+            text[mask.to_numpy(dtype=bool)] = f"{comp}: 0 of {_fmt(points[comp])} points — {why}"
+        out[comp] = text
+    return out
+
+
+
+
 def _texts(mask: pd.Series | np.ndarray, make: Callable[[np.ndarray], list[str]]) -> Texts:
     """Reason strings built only for the rows in ``mask`` (most rows pass most gates)."""
     m = np.asarray(mask, dtype=bool)
@@ -147,6 +185,19 @@ def _texts(mask: pd.Series | np.ndarray, make: Callable[[np.ndarray], list[str]]
 
 def _vals(s: pd.Series, idx: np.ndarray) -> list[Any]:
     return s.to_numpy(dtype=object)[idx].tolist()
+
+
+def _alarm_ids(df: pd.DataFrame, col: str, idx: np.ndarray) -> list[str]:
+    """", alarms 12, 15, 18" naming the alarms behind a count (empty when the input has none)."""
+    if col not in df.columns:
+        return [""] * len(idx)
+    return [
+        f", alarm{'s' if len(v) > 1 else ''} {', '.join(map(str, v))}" if isinstance(v, list | tuple) and v else ""
+        for v in _vals(df[col], idx)
+    ]
+
+
+NO_IOT_DATA = "无物联网数据 (no IoT data)"
 
 
 def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tuple[pd.Series, Texts]]:
@@ -167,7 +218,7 @@ def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tup
     ok = ratio.notna() & (ratio >= g.min_online_ratio - _EPS)
     days, need = g.online_window_days, f"{g.min_online_ratio * 100:g}"
     gates["online"] = (ok, _texts(~ok, lambda i: [
-        f"no IoT online data for the last {days} days" if v != v
+        f"{NO_IOT_DATA} for the last {days} days" if v != v
         else f"IoT terminal online {v * 100:.1f} % of the last {days} days (needs ≥ {need} %)"
         for v in ratio.to_numpy(dtype=float)[i].tolist()
     ]))  # fmt: skip
@@ -185,8 +236,8 @@ def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tup
     ok = n <= g.max_equipment_entrapments
     allowed = f" (at most {g.max_equipment_entrapments} allowed)" if g.max_equipment_entrapments else ""
     gates["entrapment"] = (ok, _texts(~ok, lambda i: [
-        f"{v} equipment-caused entrapment(s) in the last {g.entrapment_window_days} days{allowed}"
-        for v in n.to_numpy()[i].tolist()
+        f"{v} equipment-caused entrapment(s) in the last {g.entrapment_window_days} days{allowed}{ids}"
+        for v, ids in zip(n.to_numpy()[i].tolist(), _alarm_ids(df, "entrapment_ids", i), strict=True)
     ]))  # fmt: skip
 
     if g.blocking_alarm_severities:
@@ -238,11 +289,13 @@ def _triggers(df: pd.DataFrame, policy: Policy) -> dict[str, tuple[pd.Series, Te
     return {
         "major_faults": (fired_faults, _texts(fired_faults, lambda i: [
             f"reversion: {v} major faults in the last {r.major_fault_window_days} days "
-            f"(reversion at ≥ {r.major_faults})" for v in faults.to_numpy()[i].tolist()
+            f"(reversion at ≥ {r.major_faults}){ids}"
+            for v, ids in zip(faults.to_numpy()[i].tolist(), _alarm_ids(df, "major_fault_ids", i), strict=True)
         ])),
         "offline": (fired_off, _texts(fired_off, lambda i: [
-            f"reversion: terminal offline for {v:.1f} h (reversion after {_fmt(r.offline_hours)} h)"
-            for v in off.to_numpy(dtype=float)[i].tolist()
+            f"reversion: terminal offline for {v:.1f} h (reversion after {_fmt(r.offline_hours)} h){ids}"
+            for v, ids in zip(off.to_numpy(dtype=float)[i].tolist(), _alarm_ids(df, "offline_alarm_ids", i),
+                              strict=True)
         ])),
     }  # fmt: skip
 
@@ -324,9 +377,14 @@ def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     fallback = _texts(~eligible, lambda i: [std] * len(i))
 
     gate_names, trig_names = list(gates), list(triggers)
+    notes = zero_notes(d, policy)
+    for comp, text in notes.items():
+        out[f"zero_{comp}"] = text
     out["reasons"] = _join_reasons(
-        [gates[g][1] for g in gate_names] + [triggers[t][1] for t in trig_names] + [verdict, fallback], n
-    )
+        # Why parts scored 0 come before the verdict, which stays the last reason.
+        [gates[g][1] for g in gate_names] + [triggers[t][1] for t in trig_names] + list(notes.values())
+        + [verdict, fallback], n
+    )  # fmt: skip
     out["failed_gates"] = _join_reasons(
         [np.where(gates[g][0].to_numpy(), None, g).astype(object) for g in gate_names], n
     )
@@ -338,24 +396,34 @@ def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
     changed = d["current_mode"].isna() | (d["current_mode"] != out["mode"]) | d["mode_since"].isna()
     out["mode_since"] = d["mode_since"].mask(changed, day)
     out["planned_since"] = d["planned_since"].fillna(day)
-    out = pd.concat([out, due_frame(d, out, policy, day)], axis=1)
+    # A mode that replaced another one is not retroactively overdue (also when both began today).
+    replaced = (d["current_mode"].notna() & changed) | (out["mode_since"] > out["planned_since"])
+    out = pd.concat([out, due_frame(d, out, policy, day, replaced)], axis=1)
     return out
 
 
-def due_frame(d: pd.DataFrame, plan: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> pd.DataFrame:
+def due_frame(
+    d: pd.DataFrame, plan: pd.DataFrame, policy: Policy, day: pd.Timestamp, not_before_mode: pd.Series | None = None
+) -> pd.DataFrame:
     """Next due date and overdue / due-soon flags of every item class.
 
-    Half-month items: last visit + the mode's interval, but never before the day the mode
-    began (a switch to a shorter cycle is due from then on, not retroactively overdue); with no
-    visit on record, due the day the mode began. Quarterly / half-year / yearly items: once per
-    calendar period — due at the end of the period after the last visit's, or of the period in
-    which planning began when there is none.
+    Half-month items: last visit + the mode's interval — the law is "at least every 15 days"
+    (domain.md §4.5), so an elevator planned for the first time is overdue at once when its last
+    visit is older than that. Only a mode that replaced another one (a reversion, or any later
+    switch: ``not_before_mode``, by default the rows whose mode began after planning began) is
+    due no earlier than the day it began: the shorter cycle applies from then on, not
+    retroactively. With no visit on record, due the day the mode began. Quarterly / half-year /
+    yearly items: once per calendar period — due at the end of the period after the last visit's,
+    or of the period in which planning began when there is none.
     """
     out = pd.DataFrame(index=d.index)
+    since = plan["mode_since"]
+    if not_before_mode is None:
+        not_before_mode = since > plan["planned_since"]
     last = covered_last(d, "half_month")
     due = last + pd.to_timedelta(plan["interval_days"], unit="D")
-    due = due.where(due >= plan["mode_since"], plan["mode_since"])
-    out["half_month_due"] = due.fillna(plan["mode_since"])
+    due = due.mask(not_before_mode.to_numpy(dtype=bool) & (due < since).to_numpy(), since)
+    out["half_month_due"] = due.fillna(since)
     soon = policy.calendar.due_soon_days
     for cls, months in PERIOD_MONTHS.items():
         last = covered_last(d, cls)

@@ -18,10 +18,11 @@ from semon.rules.maintenance.calendar import ITEM_CLASSES
 from semon.rules.maintenance.compliance import Notifier, maintenance_overdue_spec, sync_alarms, wanted_alarms
 from semon.rules.maintenance.planner import due_frame
 from semon.rules.maintenance.policy import Policy
-from semon.rules.maintenance.service import last_visits, now_ms, utc_day
+from semon.rules.maintenance.service import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
+from semon.timeutil import DEFAULT_TIMEZONE, local_date, now_ms, zone
 
 # A record may be entered a little ahead of the server clock (a technician's phone); more is a typo.
 MAX_FUTURE = timedelta(hours=1)
@@ -54,12 +55,13 @@ def record_visit(
     notes: str = "",
     notify: Notifier | None = None,
     now: datetime | None = None,
+    tz: str = DEFAULT_TIMEZONE,
 ) -> tuple[MaintenanceRecord, list[dict[str, Any]]]:
     """Store a visit, recompute the elevator's due dates, clear overdue alarms it settles.
 
     ``now`` (timezone-aware; default: the wall clock) is the server's clock: the record's
     ``recorded_at``, the limit on visits in the future, and the day the recomputed due dates are
-    judged overdue on.
+    judged overdue on. Days (on time, due, overdue) are local days in ``tz``.
     Returns the stored record and the alarm transitions published.
     """
     top, covered = normalise_classes(item_classes)
@@ -71,7 +73,7 @@ def record_visit(
     now = now or datetime.now(UTC)
     if performed_at > now + MAX_FUTURE:
         raise RecordError(f"performed_at {performed_at.isoformat()} is in the future")
-    done_day = performed_at.astimezone(UTC).date()
+    done_day = performed_at.astimezone(zone(tz)).date()
     with db.session() as s:
         dev = s.get(Device, device_id)
         if dev is None:
@@ -89,30 +91,32 @@ def record_visit(
         s.add(rec)
         s.flush()
         s.expunge(rec)
-    published = recompute_due(db, policy, device_id, notify, at_ms=int(now.timestamp() * 1000))
+    published = recompute_due(db, policy, device_id, notify, at_ms=int(now.timestamp() * 1000), tz=tz)
     return rec, published
 
 
 def recompute_due(
-    db: Database, policy: Policy, device_id: str, notify: Notifier | None = None, at_ms: int | None = None
+    db: Database, policy: Policy, device_id: str, notify: Notifier | None = None, at_ms: int | None = None,
+    tz: str = DEFAULT_TIMEZONE,
 ) -> list[dict[str, Any]]:
     """Recompute an elevator's due dates from its records and sync its maintenance-overdue alarms
-    as of ``at_ms`` (default: now)."""
+    as of ``at_ms`` (default: now), in local days of ``tz``."""
     at = at_ms if at_ms is not None else now_ms()
-    day = pd.Timestamp(utc_day(at))
+    day = pd.Timestamp(local_date(at, tz))
     with db.session() as s:
         plan = s.get(MaintenancePlan, device_id, with_for_update=True)
         if plan is None:
             return []  # not planned yet: the next planning run sets the due dates
-        visits = last_visits(db, [device_id]).reindex([device_id]).reset_index(drop=True)
+        visits = last_visits(db, [device_id], tz).reindex([device_id]).reset_index(drop=True)
         frame = pd.DataFrame({
             "interval_days": [plan.interval_days], "mode_since": [pd.Timestamp(plan.mode_since)],
             "planned_since": [pd.Timestamp(plan.planned_since)],
         })  # fmt: skip
-        due = due_frame(visits, frame, policy, day)
+        replaced = bool(plan.reverted) or plan.mode_since > plan.planned_since
+        due = due_frame(visits, frame, policy, day, pd.Series([replaced]))
         for c in ITEM_CLASSES:
             setattr(plan, f"{c}_due", due.at[0, f"{c}_due"].date())
         firm_id = plan.firm_id
     rows = due.assign(device_id=device_id, firm_id=firm_id)
     types = [maintenance_overdue_spec(c, policy).alarm_type for c in ITEM_CLASSES]
-    return sync_alarms(db, wanted_alarms(rows, None, policy), {device_id}, at, notify, types)
+    return sync_alarms(db, wanted_alarms(rows, None, policy, tz), {device_id}, at, notify, types)

@@ -40,10 +40,11 @@ from semon.rules.maintenance.compliance import Notifier, device_info, publish, r
 from semon.rules.maintenance.inputs import COMPLIANCE_RULE_PREFIX, DAY_MS, HOUR_MS
 from semon.rules.maintenance.planner import due_frame
 from semon.rules.maintenance.policy import Policy, PolicyError, load_policy
-from semon.rules.maintenance.service import last_visits, now_ms, utc_day
+from semon.rules.maintenance.service import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
 from semon.store.models import Alarm
+from semon.timeutil import DEFAULT_TIMEZONE, local_date, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ class Reversion:
     """Decides and applies reversions; thread-safe enough for one worker (all state is in the DB).
 
     ``clock`` (epoch ms, default: the wall clock) is when a reversion is decided: its decision's
-    time and the day its due dates start from.
+    time and the (local, ``tz``) day its due dates start from. A planning run that finds a
+    reversion calls :meth:`revert` too, so both paths flag and tell it the same way.
     """
 
     def __init__(
         self, db: Database, policy: Policy | None = None, notify: Notifier | None = None,
-        clock: Callable[[], int] = now_ms,
+        clock: Callable[[], int] = now_ms, tz: str = DEFAULT_TIMEZONE,
     ) -> None:  # fmt: skip
+        self.tz = tz
         self.db = db
         self.policy = policy or load_policy()
         self.notify = notify
@@ -155,13 +158,17 @@ class Reversion:
         cause: dict[str, Any],
         at_ms: int,
         extra: dict[str, Any] | None = None,
+        publish_notice: bool = True,
     ) -> Reverted | None:
-        """Put an on-demand elevator on the standard cycle now; None if it is not on demand."""
+        """Put an on-demand elevator on the standard cycle now; None if it is not on demand.
+
+        ``publish_notice`` False stores the reversion without raising its notice (a planning run
+        told to raise no alarm)."""
         p = self.policy
         std = p.standard
         now = self.clock()
         decided_at = datetime.fromtimestamp(now / 1000, UTC)
-        day = utc_day(now)
+        day = local_date(now, self.tz)
         with self.db.session() as s:
             plan = s.get(MaintenancePlan, device_id, with_for_update=True)
             if plan is None or plan.mode == std.mode:
@@ -190,6 +197,8 @@ class Reversion:
                 setattr(plan, f"{k}_due", v)
             firm_id, decision_id = plan.firm_id, d.id
         log.warning("maintenance reverted", extra={"device_id": device_id, "trigger": trigger, "reason": reason})
+        if not publish_notice:
+            return Reverted(device_id, trigger, reason, decision_id, None)
         spec = reversion_spec(p)
         t = transition(
             "raised", spec, device_info(device_id, "elevator", firm_id), at_ms, at_ms,
@@ -202,19 +211,19 @@ class Reversion:
         return Reverted(device_id, trigger, reason, decision_id, notice)
 
     def _due(self, device_id: str, plan: MaintenancePlan, day: Any) -> dict[str, Any]:
-        visits = last_visits(self.db, [device_id]).reindex([device_id])
+        visits = last_visits(self.db, [device_id], self.tz).reindex([device_id])
         d = visits.reset_index(drop=True)
         ts_day = pd.Timestamp(day)
         frame = pd.DataFrame({
             "interval_days": [self.policy.standard.interval_days], "mode_since": [ts_day],
             "planned_since": [pd.Timestamp(plan.planned_since)],
         })  # fmt: skip
-        due = due_frame(d, frame, self.policy, ts_day)
+        due = due_frame(d, frame, self.policy, ts_day, pd.Series([True]))
         return {k: due.at[0, f"{k}_due"].date() for k in ITEM_CLASSES}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    keep = ("alarm_id", "type", "rule_id", "severity", "onset_ts", "start_ts", "ts", "message")
+    keep = ("alarm_id", "alarm_ids", "type", "rule_id", "severity", "onset_ts", "start_ts", "ts", "message")
     return {k: d.get(k) for k in keep if k in d}
 
 
@@ -294,6 +303,8 @@ def install_reversion(
     def notify(topic: str, payload: bytes) -> Any:
         return collector.client.publish(topic, payload, qos=1)  # marked once acknowledged
 
-    worker = ReversionWorker(Reversion(collector.db, policy, notify), check_interval_s).start()
+    settings = getattr(collector, "settings", None)
+    tz = getattr(settings, "timezone", DEFAULT_TIMEZONE)
+    worker = ReversionWorker(Reversion(collector.db, policy, notify, tz=tz), check_interval_s).start()
     collector.transition_hooks.append(worker.submit)
     return worker

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Device, Firm, UseUnit
 from semon.store.telemetry import Point, TelemetryStore
+from semon.timeutil import DEFAULT_TIMEZONE, local_date, local_day_start_ms, now_ms, zone
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,6 @@ RATE_WINDOW_DAYS = 365  # design choice: a firm's rates over the last year
 # Guangzhou 2024 pilot firm conditions (domain.md §4.5): paperless and on-time ≥ 95 %, ≥ 400 elevators.
 PILOT_MIN_RATE = 0.95
 PILOT_MIN_ELEVATORS = 400
-
-
-def now_ms() -> int:
-    """Wall clock, epoch ms."""
-    return time.time_ns() // 1_000_000
-
-
-def utc_day(ms: int) -> date:
-    """The UTC calendar day of an epoch-ms instant (semon plans in UTC days)."""
-    return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
 # ------------------------------------------------------------------------------ loading
@@ -108,8 +99,8 @@ def _parse_dates(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def last_visits(db: Database, device_ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per device, the last visit of each item class (columns ``last_<class>``)."""
+def last_visits(db: Database, device_ids: Sequence[str] | None = None, tz: str = DEFAULT_TIMEZONE) -> pd.DataFrame:
+    """Per device, the local day (in ``tz``) of the last visit of each item class (columns ``last_<class>``)."""
     stmt = select(MaintenanceRecord.device_id, MaintenanceRecord.item_class, func.max(MaintenanceRecord.performed_at))
     if device_ids is not None and len(device_ids) <= 2000:
         stmt = stmt.where(MaintenanceRecord.device_id.in_(list(device_ids)))
@@ -120,7 +111,8 @@ def last_visits(db: Database, device_ids: Sequence[str] | None = None) -> pd.Dat
     if not rows:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="device_id"), dtype="datetime64[ns]")
     df = pd.DataFrame(rows, columns=["device_id", "item_class", "at"])
-    df["at"] = pd.to_datetime(df["at"], utc=True).dt.tz_localize(None).dt.normalize()
+    # A visit at 07:00 in Guangzhou is on that local day, not on yesterday's UTC day.
+    df["at"] = pd.to_datetime(df["at"], utc=True).dt.tz_convert(zone(tz)).dt.tz_localize(None).dt.normalize()
     wide = df.pivot_table(index="device_id", columns="item_class", values="at", aggfunc="max")
     wide = wide.reindex(columns=list(ITEM_CLASSES))
     wide.columns = cols
@@ -144,13 +136,15 @@ def current_plans(db: Database, device_ids: Sequence[str] | None = None) -> pd.D
     return _parse_dates(df, dates).set_index("device_id")
 
 
-def firm_rates(db: Database, as_of: date, window_days: int = RATE_WINDOW_DAYS) -> pd.DataFrame:
-    """Per firm: elevators maintained, records in the window, on-time and paperless rates.
+def firm_rates(
+    db: Database, as_of: date, window_days: int = RATE_WINDOW_DAYS, tz: str = DEFAULT_TIMEZONE
+) -> pd.DataFrame:
+    """Per firm: elevators maintained, records in the window (local days in ``tz``), on-time and paperless rates.
 
     The Guangzhou 2024 pilot asks for paperless and on-time rates ≥ 95 % and ≥ 400 elevators
     under contract (domain.md §4.5); the ``meets_*`` columns say whether a firm does.
     """
-    since = datetime.combine(as_of, datetime.min.time(), UTC) - pd.Timedelta(days=window_days)
+    since = datetime.fromtimestamp(local_day_start_ms(as_of - timedelta(days=window_days), tz) / 1000, UTC)
     with db.session() as s:
         recs = s.execute(
             select(
@@ -207,22 +201,24 @@ def build_plan(
     at_ms: int,
     device_ids: Sequence[str] | None = None,
     timings: dict[str, float] | None = None,
+    tz: str = DEFAULT_TIMEZONE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load everything for the given devices (default: all) and decide; nothing is written.
 
-    Returns (elevator plan indexed by device id, inspection frame of every device).
+    Days are local days in ``tz``. Returns (elevator plan indexed by device id, inspection
+    frame of every device).
     """
     tm = timings if timings is not None else {}
     t0 = time.perf_counter()
-    as_of = utc_day(at_ms)
+    as_of = local_date(at_ms, tz)
     reg = registry_frame(db, None, device_ids)
     ins = pd.concat([reg[["device_id", "kind", "firm_id", "district"]], inspection_frame(reg, policy, as_of)], axis=1)
     elev = reg[reg["kind"] == "elevator"].set_index("device_id")
     elev = elev.join(inspection_frame(elev, policy, as_of)[["inspection_due"]])
     ids = list(elev.index)
-    visits = last_visits(db, ids)
+    visits = last_visits(db, ids, tz)
     cur = current_plans(db, ids)
-    rates = firm_rates(db, as_of) if _firm_gates_on(policy) else None
+    rates = firm_rates(db, as_of, tz=tz) if _firm_gates_on(policy) else None
     tm["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     mon = monitoring_inputs(db, telemetry, policy, at_ms, ids)
@@ -324,6 +320,7 @@ def decision_rows(
     insurance = obj_list(g("liability_insurance"), n)
     visits = {k: iso_list(plan[f"last_{k}"]) if f"last_{k}" in plan else [None] * n for k in ITEM_CLASSES}
     pts = {k: num_list(plan[f"pts_{k}"], 4, n) for k in SCORE_COMPONENTS}
+    zero = {k: obj_list(g(f"zero_{k}"), n) for k in SCORE_COMPONENTS}
     score = num_list(plan["score"], 4, n)
     dues = {k: iso_list(plan[f"{k}_due"]) for k in ITEM_CLASSES}
     since = iso_list(plan["mode_since"])
@@ -351,7 +348,9 @@ def decision_rows(
                 "gates": [{"gate": k, "passed": v[i]} for k, v in gates.items()],
                 "triggers": [{"trigger": k, "fired": v[i]} for k, v in trigs.items()],
                 "breakdown": {k: v[i] for k, v in pts.items()} | {"total": score[i]},
-                "inputs": {"registry": registry, "monitoring": ev},
+                # Why a component scored 0 (an input unknown), so "0 points" is never unexplained.
+                "inputs": {"registry": registry, "monitoring": ev,
+                           "zero_points": {k: v[i] for k, v in zero.items() if v[i] is not None}},
                 "due": {k: v[i] for k, v in dues.items()} | {"mode_since": since[i]},
             }
         )
@@ -574,26 +573,35 @@ def run_planning(
     alarms: bool = True,
     board: bool = True,
     notify: Notifier | None = None,
+    tz: str = DEFAULT_TIMEZONE,
 ) -> PlanRun:
     """Plan the given elevators (default: every device), then store, alarm and feed the board.
 
-    ``store`` writes decisions and plans; ``alarms`` syncs the compliance alarms (maintenance
-    overdue, inspection overdue / due soon) and clears reversion notices of elevators that are
-    on demand again; ``board`` writes the ``maintenance_plan`` measurement to ``telemetry``.
+    ``store`` writes decisions and plans; a reversion the run finds (an on-demand elevator whose
+    trigger fired or whose entrapment gate failed) goes through the live path,
+    :meth:`Reversion.revert`, so it is flagged ``reverted`` and its ``maintenance_reverted``
+    notice is sent (with ``alarms``) exactly as when a collector sees it. ``alarms`` syncs the
+    compliance alarms (maintenance overdue, inspection overdue / due soon) and clears reversion
+    notices of elevators that are on demand again; ``board`` writes the ``maintenance_plan``
+    measurement to ``telemetry``. Days are local days in ``tz``.
     """
     at = at_ms if at_ms is not None else now_ms()
-    as_of = utc_day(at)
+    as_of = local_date(at, tz)
     timings: dict[str, float] = {}
-    plan, ins = build_plan(db, telemetry, policy, at_ms=at, device_ids=device_ids, timings=timings)
+    plan, ins = build_plan(db, telemetry, policy, at_ms=at, device_ids=device_ids, timings=timings, tz=tz)
     run = PlanRun(as_of, at, policy, plan, ins, timings=timings)
     if store:
         t0 = time.perf_counter()
-        run.decisions_written = store_plan(db, plan, policy, as_of, at)
+        reverting = reversions(plan, policy)
+        done = apply_reversions(db, plan.loc[reverting], policy, at, notify, tz, publish_notice=alarms)
+        run.alarm_messages += [r.notice for r in done if r.notice is not None]
+        run.decisions_written = len(done) + store_plan(db, plan.drop(index=reverting), policy, as_of, at)
         timings["store_s"] = time.perf_counter() - t0
     if alarms:
         t0 = time.perf_counter()
         scope = None if device_ids is None else set(device_ids)
-        run.alarm_messages = sync_alarms(db, wanted_alarms(plan.reset_index(), ins, policy), scope, at, notify)
+        wanted = wanted_alarms(plan.reset_index(), ins, policy, tz)
+        run.alarm_messages += sync_alarms(db, wanted, scope, at, notify)
         run.alarm_messages += clear_reversions(db, plan, policy, at, notify)
         timings["alarms_s"] = time.perf_counter() - t0
     # A subset's counts would overwrite the whole fleet's on the boards: only full runs feed them.
@@ -605,6 +613,54 @@ def run_planning(
             log.warning("maintenance board points not written: %s", e)
         timings["board_s"] = time.perf_counter() - t0
     return run
+
+
+def reversions(plan: pd.DataFrame, policy: Policy) -> pd.Index:
+    """Elevators this plan takes off an on-demand tier for a reversion reason: a fired trigger
+    (major faults, offline) or an equipment-caused entrapment (the entrapment gate)."""
+    if "current_mode" not in plan.columns or not len(plan):
+        return plan.index[:0]
+    std = policy.standard.mode
+    cur = plan["current_mode"]
+    was_on_demand = cur.notna() & (cur != std)
+    why = plan["fired_triggers"].map(bool) | plan["failed_gates"].map(lambda g: "entrapment" in g)
+    return plan.index[(was_on_demand & (plan["mode"] == std) & why).to_numpy()]
+
+
+def apply_reversions(
+    db: Database, rows: pd.DataFrame, policy: Policy, at_ms: int, notify: Notifier | None, tz: str,
+    publish_notice: bool = True,
+) -> list[Any]:
+    """Revert the elevators of ``rows`` through the live path (one code path for both); return the
+    reversions done (:class:`~semon.rules.maintenance.reversion.Reverted`, with their notices)."""
+    from semon.rules.maintenance.reversion import Reversion  # reversion builds on this module
+
+    if not len(rows):
+        return []
+    rev = Reversion(db, policy, notify, clock=lambda: at_ms, tz=tz)
+    out = []
+    for dev, r in rows.iterrows():
+        trigger, reason, cause = plan_reversion_cause(r, policy)
+        done = rev.revert(str(dev), trigger, reason, cause, at_ms, {"found_by": "plan"}, publish_notice=publish_notice)
+        if done is not None:
+            out.append(done)
+    return out
+
+
+def plan_reversion_cause(r: pd.Series, policy: Policy) -> tuple[str, str, dict[str, Any]]:
+    """(trigger name, reason, cause) of a reversion a plan run found, naming the alarms behind it."""
+    fired = list(r["fired_triggers"])
+    trigger = fired[0] if fired else "entrapment"
+    # Worded like the live path's reasons: "<trigger>: <what was seen>".
+    if fired:
+        texts = [t.removeprefix("reversion: ") for t in r["reasons"] if t.startswith("reversion: ")]
+    else:
+        texts = [t for t in r["reasons"] if "entrapment" in t]
+    texts = [f"{trigger}: " + "; ".join(texts)] if texts else []
+    col = {"major_faults": "major_fault_ids", "entrapment": "entrapment_ids", "offline": "offline_alarm_ids"}
+    ids = r.get(col.get(trigger, ""))
+    ids = [int(i) for i in ids] if isinstance(ids, list | tuple) else []
+    return trigger, texts[0] if texts else trigger, {"alarm_id": ids[-1] if ids else None, "alarm_ids": ids}
 
 
 def clear_reversions(
@@ -651,5 +707,4 @@ __all__ = [
     "registry_frame",
     "run_planning",
     "store_plan",
-    "utc_day",
 ]

@@ -8,17 +8,27 @@
 """
 
 from semon.rules.rescue.kpis import KpiQuery, compute, rescue_kpis
-from semon.rules.rescue.service import CAUSES, TIERS, RescueConflict, RescueTimeInvalid, Step, open_rescue, record_step
+from semon.rules.rescue.service import (
+    TIERS,
+    RescueCauseInvalid,
+    RescueConflict,
+    RescueTimeInvalid,
+    Step,
+    open_rescue,
+    record_step,
+    rescue_causes,
+)
 
 __all__ = [
-    "CAUSES",
     "TIERS",
     "KpiQuery",
+    "RescueCauseInvalid",
     "RescueConflict",
     "RescueTimeInvalid",
     "Step",
     "compute",
     "open_rescue",
     "record_step",
+    "rescue_causes",
     "rescue_kpis",
 ]

@@ -14,7 +14,7 @@ For the rescues whose alarm falls in ``[since, until)``, per group:
   ``arrival_breaches`` counts those misses;
 * ``causes`` and ``tiers`` — counts (``unrecorded`` while the rescue is not released).
 
-Periods (day, ISO week from Monday, calendar month) are cut in ``report_timezone``.
+Periods (day, ISO week from Monday, calendar month) are cut in local time (``SEMON_TIMEZONE``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sqlalchemy import select
 from semon.store.access import Access
 from semon.store.models import Device
 from semon.store.notify_models import Rescue
+from semon.timeutil import DEFAULT_TIMEZONE
 
 DIMENSIONS = ("firm", "district", "period")
 PERIODS = ("day", "week", "month")
@@ -45,7 +46,7 @@ class KpiQuery:
     until: datetime
     group_by: Sequence[str] = ()
     period: str = "day"
-    timezone: str = "Asia/Shanghai"
+    timezone: str = DEFAULT_TIMEZONE  # SEMON_TIMEZONE: days, weeks and months are local
     response_limit_s: float = 180.0
     arrival_limit_s: float = 1800.0
     now: datetime | None = None

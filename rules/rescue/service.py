@@ -8,11 +8,18 @@ and ``released`` (with the cause). Each step sets the record's time and author a
 which the collector relays to MQTT and to InfluxDB's ``alarm_event`` measurement that the
 Grafana boards query. An arrival later than ``rescue_arrival_limit_s`` after the alarm is
 flagged as a breach. The release cause is also written into the alarm's ``details.cause``, where
-the maintenance planner reads it (external causes do not count against the elevator).
+the maintenance planner reads it (external causes do not count against the elevator); the causes
+a release may record are one list, the maintenance policy's (:func:`rescue_causes`).
+
+Step times may be entered afterwards: each must follow the previous step, the first one the
+alarm's onset, and none may be in the future. An alarm recorded late (a terminal's replayed
+buffer) can have real step times before semon stored it; its rescue is then timed from the
+alarm's onset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,12 +27,20 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from semon.rules.maintenance.policy import Policy, load_policy
 from semon.store.access import Access, NotVisible
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import Rescue
 
 TIERS = ("own_firm", "rescue_station", "fire_service")
-CAUSES = ("external", "misuse", "equipment", "unknown")
+
+def rescue_causes(policy: Policy | None = None) -> tuple[str, ...]:
+    """Causes a release may record: ``equipment``, every external cause the maintenance policy names
+    (``[reversion] external_causes``: they do not count against the elevator), and ``unknown``."""
+    p = policy or load_policy()
+    return tuple(dict.fromkeys(("equipment", *p.reversion.external_causes, "unknown")))
+
+
 # step -> (status it needs, status after, alarm_events name)
 STEPS: dict[str, tuple[str, str, str]] = {
     "dispatch": ("open", "dispatched", "dispatched"),
@@ -41,7 +56,11 @@ class RescueConflict(ValueError):
 
 
 class RescueTimeInvalid(ValueError):
-    """The step time is before the previous step (or the alarm) or in the future."""
+    """The step time is before the previous step (or the alarm's onset) or in the future."""
+
+
+class RescueCauseInvalid(ValueError):
+    """The release names a cause the policy does not list."""
 
 
 def _utc(dt: datetime) -> datetime:
@@ -90,24 +109,38 @@ class Step:
     note: str | None = None
 
 
-def record_step(access: Access, rescue_id: int, step: str, actor: str, body: Step, arrival_limit_s: float) -> Rescue:
-    """Advance a rescue by one step and store the matching ``alarm_events`` row."""
+def record_step(
+    access: Access, rescue_id: int, step: str, actor: str, body: Step, arrival_limit_s: float,
+    causes: Sequence[str] | None = None,
+) -> Rescue:  # fmt: skip
+    """Advance a rescue by one step and store the matching ``alarm_events`` row.
+
+    ``causes``: the release causes allowed (default: :func:`rescue_causes` of the policy in force).
+    """
     access.require_operator()
     need, status, event = STEPS[step]
+    if step == "release" and body.cause is not None:
+        allowed = tuple(causes) if causes is not None else rescue_causes()
+        if body.cause not in allowed:
+            raise RescueCauseInvalid(f"cause {body.cause!r} is not one of {', '.join(allowed)}")
     r = rescue(access, rescue_id, lock=True)
     if r.status != need:
         raise RescueConflict(f"rescue {r.id} is {r.status}; {step} needs it {need}")
     now = datetime.now(UTC)
     at = _utc(body.at) if body.at is not None else now
-    previous = {"dispatch": r.alarm_at, "arrive": r.dispatched_at, "release": r.arrived_at}[step]
-    assert previous is not None
-    if at < _utc(previous):
-        before = _utc(previous).isoformat()
-        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is before the previous step ({before})")
-    if at > now + MAX_FUTURE:
-        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is in the future")
     alarm = access.s.scalar(select(Alarm).where(Alarm.id == r.alarm_id).with_for_update())
     assert alarm is not None
+    onset = datetime.fromtimestamp(alarm.onset_ts / 1000, UTC)
+    # The first step may precede the stored alarm (recorded late), never the alarm's onset.
+    previous = {"dispatch": min(_utc(r.alarm_at), onset), "arrive": r.dispatched_at, "release": r.arrived_at}[step]
+    assert previous is not None
+    if at < _utc(previous):
+        what = "the alarm's onset" if step == "dispatch" else "the previous step"
+        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is before {what} ({_utc(previous).isoformat()})")
+    if at > now + MAX_FUTURE:
+        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is in the future")
+    if at < _utc(r.alarm_at):
+        r.alarm_at = onset  # handled before semon stored the alarm: time the rescue from its onset
     elapsed = (at - _utc(r.alarm_at)).total_seconds()
     details: dict[str, Any] = {"rescue_id": r.id, "since_alarm_s": round(elapsed, 1)}
     if step == "dispatch":
