@@ -1,0 +1,205 @@
+"""Ordering gate: a device's messages in ``seq`` order, its ``ts`` checked against its own clock.
+
+Pure logic (no store, no MQTT): the rule engine asks it about every status and event before a
+rule sees the message. One :class:`Stream` per device and channel (status and event messages
+count separately, docs/protocol.md).
+
+* **Order is the device's counter**, not its clock: a message is new when its ``seq`` is
+  higher than the newest seen. A forged or jumped ``ts`` can therefore never make later
+  messages look old (the "one status 290 s in the future blinds the device" hole).
+* **Counter reset**: ``seq`` back to a small number (≤ ``RESET_MAX_SEQ``) or far below the
+  window, with a ``ts`` newer than the newest seen and a plausible clock, is a reboot — a new
+  epoch; it is not a gap, not a duplicate.
+* **Clock estimate**: ``ts − arrival`` of a message is the device's clock error minus its
+  transport delay, and delay is never negative — so the largest offset seen recently (the
+  last 5–10 min, two ``CLOCK_BUCKET_MS`` buckets) estimates the clock error from below; a
+  backlog (collector or broker down) only lowers offsets and never pulls the estimate down
+  within the horizon. A message more than ``JUMP_MS`` ahead of that estimate is a **clock jump**:
+  counted, flagged, and evaluated at the estimated device time (arrival + estimate) instead
+  of its own ``ts``. ``REANCHOR`` jumps in a row that agree with each other mean the device's
+  clock was really set forward (NTP after boot): the estimate moves to the new clock.
+* **Late messages**: a ``seq`` below the newest that has not arrived yet fills a gap. If its
+  ``ts`` is at most ``REORDER_MS`` behind the newest, the engine still counts it for edge and
+  window (repetition) rules; older late ones are stored but evaluated by no rule. Nothing is
+  held back: every new message is evaluated at once, so critical rules get no delay at all.
+* **Gaps**: a bitmask remembers which of the ``WINDOW`` seqs below the newest arrived. A seq
+  that leaves the window without arriving is **lost** (counted for good); one still inside it
+  is an **open** gap that a late arrival can fill. Memory per stream is a few integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+JUMP_MS = 60_000  # ts this far ahead of the device's own clock estimate is a jump
+CLOCK_BUCKET_MS = 300_000  # the estimate is the largest offset of the current and last bucket
+REANCHOR = 3  # consecutive jumps agreeing within JUMP_MS: the device's clock really moved
+REORDER_MS = 3_000  # a late message this close to the newest still counts for edge/window rules
+WINDOW = 256  # seqs below the newest remembered: duplicates, late fills, open gaps
+RESET_MAX_SEQ = 16  # a reboot restarts the counter at 0 or 1; a few messages may precede ours
+MAX_SEQ_STEP = 100_000  # a forward step beyond this is a counter discontinuity, not a loss
+_MASK = (1 << WINDOW) - 1
+_NONE = -(1 << 62)  # "no offset seen" (below any real offset)
+
+
+class Order(IntEnum):
+    """What a message is, relative to what its stream already holds."""
+
+    NEW = 0  # newest seq (or the first of a new epoch): every rule evaluates it
+    LATE = 1  # fills a gap, close enough to the newest for edge/window rules
+    STALE = 2  # fills a gap, but too old for any rule: stored only
+    DUPLICATE = 3  # this seq already arrived (QoS 1 redelivery, a terminal's resend)
+
+
+@dataclass(slots=True)
+class Admission:
+    """The gate's verdict on one message: its order, the device time to evaluate it at."""
+
+    order: Order
+    ts: int
+    jumped: bool = False
+    reset: bool = False
+
+
+@dataclass(slots=True)
+class Stream:
+    """One device channel: newest seq and ts, which recent seqs arrived, the clock estimate."""
+
+    seq: int = -1
+    ts: int = _NONE  # device time the newest message was evaluated at
+    seen: int = _MASK  # bit i set: seq − 1 − i arrived (or lies before the epoch)
+    lost: int = 0  # seqs that left the window without arriving
+    resets: int = 0
+    jumps: int = 0
+    bucket: int = _NONE
+    cur_max: int = _NONE
+    prev_max: int = _NONE
+    run: int = 0  # consecutive jumps
+    run_offset: int = 0  # offset of the first of them
+
+    @property
+    def open_gaps(self) -> int:
+        """Seqs below the newest, inside the window, not (yet) arrived."""
+        return WINDOW - self.seen.bit_count() if self.seq >= 0 else 0
+
+    @property
+    def gaps(self) -> int:
+        """Every seq known missing: lost for good plus still open."""
+        return self.lost + self.open_gaps
+
+    def estimate(self, wall_ms: int) -> int | None:
+        """The device's clock minus ours, from the largest recent offset; None without evidence."""
+        k = wall_ms // CLOCK_BUCKET_MS
+        if k != self.bucket:
+            self.prev_max = self.cur_max if k == self.bucket + 1 else _NONE
+            self.cur_max, self.bucket = _NONE, k
+        est = max(self.cur_max, self.prev_max)
+        return None if est == _NONE else est
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts since the last drain (the collector moves them into Prometheus)."""
+
+    late: int = 0
+    stale: int = 0
+    duplicate: int = 0
+    jumps: int = 0
+    resets: int = 0
+    lost: int = 0
+
+
+class OrderGate:
+    """Streams of every device and channel; :meth:`admit` judges one message."""
+
+    def __init__(self) -> None:
+        self.streams: dict[tuple[str, str], Stream] = {}
+        self.tally = Tally()
+
+    def stream(self, device_id: str, channel: str) -> Stream:
+        """The stream of one device channel (created empty)."""
+        s = self.streams.get((device_id, channel))
+        if s is None:
+            s = self.streams[(device_id, channel)] = Stream()
+        return s
+
+    def gaps(self, device_id: str) -> int:
+        """Seqs of this device known missing, over all its channels."""
+        return sum(s.gaps for (d, _), s in self.streams.items() if d == device_id)
+
+    def drain(self) -> Tally:
+        """The counts since the last call, reset."""
+        t, self.tally = self.tally, Tally()
+        return t
+
+    def admit(self, device_id: str, channel: str, ts: int, seq: int, wall_ms: int) -> Admission:
+        """Judge one message of ``device_id`` on ``channel`` arriving at ``wall_ms``."""
+        s = self.stream(device_id, channel)
+        offset = ts - wall_ms
+        est = s.estimate(wall_ms)
+        jumped = est is not None and offset > est + JUMP_MS
+        if jumped:
+            if s.run and abs(offset - s.run_offset) <= JUMP_MS:
+                s.run += 1
+            else:
+                s.run, s.run_offset = 1, offset
+            if s.run >= REANCHOR:  # the clock was set forward for real: follow it
+                s.cur_max, s.prev_max, s.run, jumped = offset, _NONE, 0, False
+        else:
+            s.run = 0
+        if jumped:
+            assert est is not None
+            eff = wall_ms + est
+            s.jumps += 1
+            self.tally.jumps += 1
+        else:
+            eff = ts
+            if offset > s.cur_max:
+                s.cur_max = offset
+        t = self.tally
+        if s.seq < 0:
+            s.seq, s.ts = seq, eff
+            return Admission(Order.NEW, eff, jumped)
+        step = seq - s.seq
+        if step > 0:
+            if step > MAX_SEQ_STEP:  # garbage or a counter we cannot follow: start over, count no loss
+                self._new_epoch(s, seq, eff)
+                return Admission(Order.NEW, eff, jumped, reset=True)
+            shifted = (s.seen << step) | (1 << (step - 1))
+            fell = shifted >> WINDOW
+            lost = step - fell.bit_count()  # the step positions that left the window
+            if lost:
+                s.lost += lost
+                t.lost += lost
+            s.seen, s.seq, s.ts = shifted & _MASK, seq, max(eff, s.ts)
+            return Admission(Order.NEW, eff, jumped)
+        if step == 0:
+            t.duplicate += 1
+            return Admission(Order.DUPLICATE, eff, jumped)
+        if not jumped and ts > s.ts and (seq <= RESET_MAX_SEQ or -step > WINDOW):
+            # Counter back near zero (or far back) with a newer, plausible clock: a reboot.
+            self._new_epoch(s, seq, eff)
+            s.resets += 1
+            t.resets += 1
+            return Admission(Order.NEW, eff, jumped, reset=True)
+        if -step > WINDOW:  # older than the window: already counted lost if it was missing
+            t.stale += 1
+            return Admission(Order.STALE, eff, jumped)
+        bit = 1 << (-step - 1)
+        if s.seen & bit:
+            t.duplicate += 1
+            return Admission(Order.DUPLICATE, eff, jumped)
+        s.seen |= bit  # a late arrival fills its gap: not a loss
+        if s.ts - eff <= REORDER_MS:
+            t.late += 1
+            return Admission(Order.LATE, eff, jumped)
+        t.stale += 1
+        return Admission(Order.STALE, eff, jumped)
+
+    def _new_epoch(self, s: Stream, seq: int, eff: int) -> None:
+        """Start counting afresh: what was still missing of the old epoch is lost for good."""
+        missing = s.open_gaps
+        s.lost += missing
+        self.tally.lost += missing
+        s.seq, s.ts, s.seen = seq, eff, _MASK

@@ -1,0 +1,187 @@
+"""A device's clock and order cannot blind its rules (issue 20, point 1): the ordering gate
+(rules/ordering.py) alone, and through the rule engine at the boundaries the acceptance names."""
+
+from __future__ import annotations
+
+from semon.rules.engine import RuleEngine
+from semon.rules.ordering import JUMP_MS, REORDER_MS, WINDOW, Order, OrderGate
+from tests.test_rules_engine import ELEV, T0, elev, idle, kinds
+
+DELAY = 150  # ms between a device taking a snapshot and the collector receiving it
+TRAPPED_MS = 20_000  # elevator.trapped_passenger's trigger_for_s
+
+
+def trapped_raises(out: list) -> list:
+    return [t for t in out if t.event == "raised" and t.rule.alarm_type == "trapped_passenger"]
+
+
+# -- the gate alone ---------------------------------------------------------------------------
+def test_seq_orders_and_late_fills_a_gap_that_a_loss_does_not():
+    g = OrderGate()
+    assert g.admit("E", "status", T0, 10, T0).order is Order.NEW
+    assert g.admit("E", "status", T0 + 3000, 13, T0 + 3000).order is Order.NEW  # 11, 12 missing
+    assert g.gaps("E") == 2
+    late = g.admit("E", "status", T0 + 1000, 11, T0 + 3100)
+    assert late.order is Order.LATE and g.gaps("E") == 1  # filled: not a loss
+    assert g.admit("E", "status", T0 + 1000, 11, T0 + 3200).order is Order.DUPLICATE
+    assert g.admit("E", "status", T0 + 3000, 13, T0 + 3200).order is Order.DUPLICATE
+    # Seq 12 leaves the window without arriving: lost for good, and counted once.
+    g.admit("E", "status", T0 + 4000, 13 + WINDOW + 1, T0 + 4000)
+    s = g.stream("E", "status")
+    assert s.lost == 1 and s.open_gaps == WINDOW and g.gaps("E") == 1 + WINDOW  # the skipped ones still open
+    tally = g.drain()
+    assert (tally.late, tally.duplicate, tally.lost) == (1, 2, 1)
+    assert g.drain().lost == 0
+
+
+def test_a_message_too_late_for_rules_is_stored_only_but_still_fills_its_gap():
+    g = OrderGate()
+    g.admit("E", "status", T0, 1, T0)
+    g.admit("E", "status", T0 + 10_000, 3, T0 + 10_000)
+    a = g.admit("E", "status", T0 + 10_000 - REORDER_MS - 1, 2, T0 + 10_100)
+    assert a.order is Order.STALE and g.gaps("E") == 0 and g.drain().stale == 1
+
+
+def test_a_reboot_is_a_new_epoch_not_a_gap_and_not_a_duplicate():
+    g = OrderGate()
+    for i in range(500, 520):
+        g.admit("E", "status", T0 + i * 1000, i, T0 + i * 1000 + DELAY)
+    a = g.admit("E", "status", T0 + 530_000, 1, T0 + 530_000 + DELAY)
+    assert a.order is Order.NEW and a.reset and g.gaps("E") == 0
+    assert g.admit("E", "status", T0 + 531_000, 2, T0 + 531_000 + DELAY).order is Order.NEW
+    assert g.gaps("E") == 0 and g.drain().resets == 1
+
+
+def test_an_old_low_seq_is_a_redelivery_not_a_reboot():
+    g = OrderGate()
+    for i in range(1, 30):
+        g.admit("E", "status", T0 + i * 1000, i, T0 + i * 1000 + DELAY)
+    a = g.admit("E", "status", T0 + 1000, 1, T0 + 40_000)  # seq 1 again, with its old clock
+    assert a.order is Order.DUPLICATE and not a.reset
+
+
+def test_a_clock_jump_is_quarantined_and_a_real_clock_change_followed():
+    g = OrderGate()
+    skew = -7_000  # the device's clock runs 7 s behind ours: that is its estimate, not a jump
+    for i in range(1, 6):
+        assert not g.admit("E", "status", T0 + skew + i * 1000, i, T0 + i * 1000 + DELAY).jumped
+    wall = T0 + 6000 + DELAY
+    a = g.admit("E", "status", wall + 290_000, 6, wall)
+    assert a.jumped and a.order is Order.NEW and a.ts == wall + skew - DELAY
+    assert g.drain().jumps == 1
+    # Back on its clock: nothing lost, nothing blinded.
+    assert g.admit("E", "status", T0 + skew + 7000, 7, T0 + 7000 + DELAY).order is Order.NEW
+    # Set forward for real (NTP after a boot): after a few agreeing messages the new clock holds.
+    walls = [T0 + 8000 + i * 1000 for i in range(4)]
+    flags = [g.admit("E", "status", w + 120_000, 8 + i, w).jumped for i, w in enumerate(walls)]
+    assert flags == [True, True, False, False]
+
+
+def test_a_backlog_is_not_a_jump():
+    """Messages queued while the collector was down arrive together, their ts in the past."""
+    g = OrderGate()
+    for i in range(1, 6):
+        g.admit("E", "status", T0 + i * 1000, i, T0 + i * 1000 + DELAY)
+    back = T0 + 200_000
+    assert not any(g.admit("E", "status", T0 + i * 1000, i, back + i).jumped for i in range(6, 200))
+
+
+# -- through the engine -----------------------------------------------------------------------
+def test_one_status_290_s_ahead_does_not_blind_the_device():
+    """The fault run's case: the jump is counted and the real entrapment after it raised on time."""
+    e = RuleEngine()
+    out: list = []
+    seq = 0
+
+    def send(ts: int, *, wall: int | None = None, **kw: object) -> None:
+        nonlocal seq
+        seq += 1
+        out.extend(e.evaluate(ELEV, elev(ts, seq, **kw), ts + DELAY if wall is None else wall))
+
+    for i in range(10):
+        send(T0 + i * 1000)
+    send(T0 + 10_000 + 290_000, wall=T0 + 10_000 + DELAY)  # one status from the future
+    onset = T0 + 11_000
+    for i in range(30):
+        send(onset + i * 1000, trapped=True)
+    raised = trapped_raises(out)
+    assert len(raised) == 1 and raised[0].onset_ts == onset and raised[0].ts == onset + TRAPPED_MS
+    assert e.order.drain().jumps == 1 and JUMP_MS < 290_000
+
+
+def test_a_jumped_status_neither_raises_early_nor_moves_the_timer_clock():
+    e = RuleEngine()
+    for i in range(5):
+        e.evaluate(ELEV, elev(T0 + i * 1000, i + 1), T0 + i * 1000 + DELAY)
+    e.evaluate(ELEV, elev(T0 + 5000, 6, trapped=True), T0 + 5000 + DELAY)
+    # A trapped status dated 290 s ahead: evaluated at the estimated time, no alarm yet …
+    assert trapped_raises(e.evaluate(ELEV, elev(T0 + 296_000, 7, trapped=True), T0 + 6000 + DELAY)) == []
+    # … and the timers still run on the device's real clock: due at onset + 20 s, not before.
+    assert trapped_raises(e.tick(T0 + 24_000 + DELAY)) == []
+    assert [t.ts for t in trapped_raises(e.tick(T0 + 25_000 + DELAY))] == [T0 + 25_000]
+
+
+def test_a_device_that_reboots_keeps_its_alarms():
+    e = RuleEngine()
+    out: list = []
+    for i in range(40):  # a long-running terminal: its counter is high
+        out += e.evaluate(ELEV, elev(T0 + i * 1000, 9000 + i), T0 + i * 1000 + DELAY)
+    boot = T0 + 60_000  # it reboots: seq back to 1, its clock right
+    for i in range(30):
+        out += e.evaluate(ELEV, elev(boot + i * 1000, i + 1, trapped=True), boot + i * 1000 + DELAY)
+    raised = trapped_raises(out)
+    assert len(raised) == 1 and raised[0].ts == boot + TRAPPED_MS
+    assert e.order.gaps(ELEV.id) == 0 and e.order.drain().resets == 1
+
+
+def door_cycles(start: int, n: int, seq0: int) -> list[tuple[int, object]]:
+    """``n`` door cycles of 8 s at one floor, no trip; each ``opening`` arrives 1.6 s late.
+
+    Returns (arrival wall ms, status) in arrival order."""
+    msgs: list[tuple[int, object]] = []
+    seq = seq0
+    for c in range(n):
+        t = start + c * 8000
+        for dt, door in ((0, "opening"), (1000, "open"), (4000, "closing"), (6000, "closed")):
+            seq += 1
+            late = 1600 if door == "opening" else 0
+            msgs.append((t + dt + DELAY + late, idle(t + dt, seq, door=door, occupied=True)))
+    return sorted(msgs, key=lambda m: m[0])
+
+
+def test_six_door_cycles_with_every_opening_late_raise_one_alarm_and_no_trapped_delay():
+    e = RuleEngine()
+    out: list = []
+    for i in range(3):
+        out += e.evaluate(ELEV, idle(T0 + i * 1000, i + 1, door="closed"), T0 + i * 1000 + DELAY)
+    start = T0 + 3000
+    stream = door_cycles(start, 6, 3)
+    assert stream[0][1].door == "open" and stream[1][1].door == "opening"  # reordered, as the fault run
+    for wall, st in stream:
+        out += e.evaluate(ELEV, st, wall)
+    assert [k for k in kinds(out) if k[1] == "repeated_door_cycling"] == [("raised", "repeated_door_cycling")]
+    # The last cycle's doors stay closed with the passenger inside: trapped at onset + 20 s, on
+    # the very message that proves it — the reorder tolerance adds no delay.
+    onset = start + 5 * 8000 + 6000
+    assert trapped_raises(out) == []
+    seq = 3 + 6 * 4
+    for i in range(1, 25):
+        seq += 1
+        ts = onset + i * 1000
+        got = e.evaluate(ELEV, elev(ts, seq, trapped=True, door_zone=True), ts + DELAY)
+        out += got
+        assert [t.ts for t in trapped_raises(got)] == ([onset + TRAPPED_MS] if ts == onset + TRAPPED_MS else [])
+    assert len(trapped_raises(out)) == 1
+    assert e.order.drain().late == 6
+
+
+def test_late_break_between_holding_neighbours_is_an_edge():
+    """opening, (closed arrives late), opening: two edges, not one."""
+    e = RuleEngine()
+    e.evaluate(ELEV, idle(T0, 1, door="closed"), T0)
+    e.evaluate(ELEV, idle(T0 + 1000, 2, door="opening"), T0 + 1000)
+    e.evaluate(ELEV, idle(T0 + 3000, 4, door="opening"), T0 + 3000)
+    e.evaluate(ELEV, idle(T0 + 2000, 3, door="closed"), T0 + 3100)
+    ds = e._devices[ELEV.id]
+    i = next(i for i, c in enumerate(ds.rules.rules) if c.spec.alarm_type == "repeated_door_cycling")
+    assert list(ds.states[i].edges or []) == [T0 + 1000, T0 + 3000]
