@@ -243,3 +243,21 @@ class Pipeline:
         self._count("accepted", accepted.total())
         if foreign:
             self._count("foreign", foreign)
+        self._count_order()
+
+    def _count_order(self) -> None:
+        """Late, stale, duplicate, jumped and missing messages into Prometheus: never silent."""
+        t = self.engine.order.drain()
+        for order, n in (("late", t.late), ("stale", t.stale), ("duplicate", t.duplicate)):
+            if n:
+                m.OUT_OF_ORDER.labels(order).inc(n)
+        for outcome, n in (("missing", t.missing), ("filled", t.filled)):
+            if n:
+                m.SEQ_GAPS.labels(outcome).inc(n)
+        if t.jumps:
+            m.CLOCK_JUMPS.inc(t.jumps)
+            self._count("clock_jumps", t.jumps)
+        if t.resets:
+            m.SEQ_RESETS.inc(t.resets)
+        if t.missing - t.filled:
+            self._count("seq_gaps", t.missing - t.filled)

@@ -107,7 +107,8 @@ class Tally:
     duplicate: int = 0
     jumps: int = 0
     resets: int = 0
-    lost: int = 0
+    missing: int = 0  # seqs skipped by a newer one: gaps as they appear
+    filled: int = 0  # of those, arrived late after all (missing − filled is what was lost)
 
 
 class OrderGate:
@@ -167,11 +168,9 @@ class OrderGate:
                 self._new_epoch(s, seq, eff)
                 return Admission(Order.NEW, eff, jumped, reset=True)
             shifted = (s.seen << step) | (1 << (step - 1))
+            t.missing += step - 1
             fell = shifted >> WINDOW
-            lost = step - fell.bit_count()  # the step positions that left the window
-            if lost:
-                s.lost += lost
-                t.lost += lost
+            s.lost += step - fell.bit_count()  # the step positions that left the window
             s.seen, s.seq, s.ts = shifted & _MASK, seq, max(eff, s.ts)
             return Admission(Order.NEW, eff, jumped)
         if step == 0:
@@ -191,6 +190,7 @@ class OrderGate:
             t.duplicate += 1
             return Admission(Order.DUPLICATE, eff, jumped)
         s.seen |= bit  # a late arrival fills its gap: not a loss
+        t.filled += 1
         if s.ts - eff <= REORDER_MS:
             t.late += 1
             return Admission(Order.LATE, eff, jumped)
@@ -199,7 +199,5 @@ class OrderGate:
 
     def _new_epoch(self, s: Stream, seq: int, eff: int) -> None:
         """Start counting afresh: what was still missing of the old epoch is lost for good."""
-        missing = s.open_gaps
-        s.lost += missing
-        self.tally.lost += missing
+        s.lost += s.open_gaps
         s.seq, s.ts, s.seen = seq, eff, _MASK

@@ -3,9 +3,20 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from semon.ingest.collector import Collector
 from semon.rules.engine import RuleEngine
 from semon.rules.ordering import JUMP_MS, REORDER_MS, WINDOW, Order, OrderGate
+from tests.conftest import Stack
+from tests.helpers import AlarmListener, elevator_payload, now_ms, publish_all, small_registry, wait_until
 from tests.test_rules_engine import ELEV, T0, elev, idle, kinds
+
+EL = "semon/v1/elevator/{}/status"
 
 DELAY = 150  # ms between a device taking a snapshot and the collector receiving it
 TRAPPED_MS = 20_000  # elevator.trapped_passenger's trigger_for_s
@@ -30,8 +41,8 @@ def test_seq_orders_and_late_fills_a_gap_that_a_loss_does_not():
     s = g.stream("E", "status")
     assert s.lost == 1 and s.open_gaps == WINDOW and g.gaps("E") == 1 + WINDOW  # the skipped ones still open
     tally = g.drain()
-    assert (tally.late, tally.duplicate, tally.lost) == (1, 2, 1)
-    assert g.drain().lost == 0
+    assert (tally.late, tally.duplicate, tally.missing, tally.filled) == (1, 2, 2 + WINDOW, 1)
+    assert g.drain().missing == 0
 
 
 def test_a_message_too_late_for_rules_is_stored_only_but_still_fills_its_gap():
@@ -185,3 +196,39 @@ def test_late_break_between_holding_neighbours_is_an_edge():
     ds = e._devices[ELEV.id]
     i = next(i for i, c in enumerate(ds.rules.rules) if c.spec.alarm_type == "repeated_door_cycling")
     assert list(ds.states[i].edges or []) == [T0 + 1000, T0 + 3000]
+
+
+# -- on the real broker -----------------------------------------------------------------------
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_collector_raises_a_real_entrapment_after_a_future_status(stack: Stack, tmp_path: Path):
+    """Real Mosquitto, InfluxDB, PostgreSQL: the fault run's sequence on E1, a control on E2."""
+    small_registry(stack.db, tmp_path / "reg.csv")
+    col = Collector(stack.settings, stack.db, stack.telemetry())
+    col.start()
+    listener = AlarmListener(stack.settings)
+    try:
+        assert col.connected.wait(10)
+        jumps_before = REGISTRY.get_sample_value("semon_clock_jumps_total") or 0.0
+        t = now_ms()
+        msgs = [(EL.format(d), elevator_payload(t - 5000 + i * 1000, i + 1)) for d in ("E1", "E2") for i in range(5)]
+        msgs.append((EL.format("E1"), elevator_payload(t + 290_000, 6)))  # one status from the future
+        publish_all(stack.settings, msgs)
+        wait_until(lambda: col.stats["accepted"] >= len(msgs), 15, "the prelude evaluated")
+        onset = now_ms()
+        trapped = dict(occupied=True, door_zone=True)
+        publish_all(stack.settings, [(EL.format(d), elevator_payload(onset, 7, **trapped)) for d in ("E1", "E2")])
+        started = time.monotonic()
+        wait_until(
+            lambda: {m["device_id"] for m in listener.got if m["type"] == "trapped_passenger"} == {"E1", "E2"},
+            TRAPPED_MS / 1000 + 5, "both trapped alarms within the rule duration + 5 s",
+        )  # fmt: skip
+        assert time.monotonic() - started <= TRAPPED_MS / 1000 + 5
+        for d in ("E1", "E2"):
+            (raised,) = [m for m in listener.distinct(d) if m["type"] == "trapped_passenger"]
+            assert raised["onset_ts"] == onset and raised["start_ts"] == onset + TRAPPED_MS  # not early either
+        wait_until(lambda: col.stats["clock_jumps"] == 1, 5, "the jump counted")
+        assert REGISTRY.get_sample_value("semon_clock_jumps_total") == jumps_before + 1
+    finally:
+        listener.c.disconnect()
+        col.stop()
