@@ -27,6 +27,7 @@ from semon.ingest.dead_letters import DeadLetters
 from semon.ingest.decode import Decoder, Rejected, to_points
 from semon.ingest.handover import Batch, Delivery, Inbound
 from semon.ingest.registry_watch import RegistryWatch
+from semon.ingest.seq_gaps import GapWatch
 from semon.ingest.source import MqttSource, now_ms
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import TelemetrySink
@@ -98,6 +99,7 @@ class Pipeline:
         # The broker sends no more than its in-flight window unacknowledged: cut a batch at half.
         self._half_window = max(1, settings.mqtt_max_inflight // 2)
         self.last_processed: float | None = None  # monotonic time of the last message evaluated
+        self.gaps = GapWatch(engine.order, settings.seq_gap_alarm_count, settings.seq_gap_alarm_window_s)
 
     # -- the stage's thread ------------------------------------------------------------------
     def run(self) -> None:
@@ -131,6 +133,7 @@ class Pipeline:
                 # the inbox, one of them may be the answer: the clock stops at the arrival of the
                 # last burst processed until the inbox is empty (a backlog delays, never invents).
                 self.alarms.put_transitions(self.engine.tick(now_ms() if self.inbox.empty() else last_arrival))
+                self.alarms.put_transitions(self.gaps.check(now_ms()))
                 m.QUEUE_DEPTH.set(self.inbox.qsize())
             batch = self._batch
             if (batch.acks or batch.points or self._dead) and (
@@ -226,6 +229,9 @@ class Pipeline:
         batch, dead = self._batch, self._dead
         self._batch, self._dead = Batch(), []
         self.alarms.put_dead_letters(dead)
+        # The counters of the devices this batch moved, durable before its PUBACKs: a restart
+        # resumes at the acknowledged end of each stream (what the broker drops after it is a gap).
+        self.alarms.put_seq_state(self.gaps.rows(now_ms()))
         batch.records = self.alarms.assigned  # its messages' alarm records: durable before the ack
         m.UNACKED.inc(len(batch.acks))
         batch.seq, self._next_seq = self._next_seq, self._next_seq + 1

@@ -115,19 +115,33 @@ class OrderGate:
     """Streams of every device and channel; :meth:`admit` judges one message."""
 
     def __init__(self) -> None:
-        self.streams: dict[tuple[str, str], Stream] = {}
+        self.streams: dict[str, dict[str, Stream]] = {}  # device → channel → stream
         self.tally = Tally()
+        self.dirty: set[str] = set()  # devices whose streams moved since the last take_dirty()
 
     def stream(self, device_id: str, channel: str) -> Stream:
         """The stream of one device channel (created empty)."""
-        s = self.streams.get((device_id, channel))
+        chans = self.streams.get(device_id)
+        if chans is None:
+            chans = self.streams[device_id] = {}
+        s = chans.get(channel)
         if s is None:
-            s = self.streams[(device_id, channel)] = Stream()
+            s = chans[channel] = Stream()
         return s
 
     def gaps(self, device_id: str) -> int:
         """Seqs of this device known missing, over all its channels."""
-        return sum(s.gaps for (d, _), s in self.streams.items() if d == device_id)
+        return sum(s.gaps for s in self.streams.get(device_id, {}).values())
+
+    def take_dirty(self) -> set[str]:
+        """Devices whose streams moved since the last call."""
+        d, self.dirty = self.dirty, set()
+        return d
+
+    def restore(self, device_id: str, channel: str, seq: int, ts: int, gaps: int, resets: int, jumps: int) -> None:
+        """Resume a stream as saved (a restart): what was still open then counts as lost."""
+        s = self.stream(device_id, channel)
+        s.seq, s.ts, s.seen, s.lost, s.resets, s.jumps = seq, ts, _MASK, gaps, resets, jumps
 
     def drain(self) -> Tally:
         """The counts since the last call, reset."""
@@ -137,6 +151,7 @@ class OrderGate:
     def admit(self, device_id: str, channel: str, ts: int, seq: int, wall_ms: int) -> Admission:
         """Judge one message of ``device_id`` on ``channel`` arriving at ``wall_ms``."""
         s = self.stream(device_id, channel)
+        self.dirty.add(device_id)
         offset = ts - wall_ms
         est = s.estimate(wall_ms)
         jumped = est is not None and offset > est + JUMP_MS
