@@ -99,7 +99,12 @@ class Pipeline:
         # The broker sends no more than its in-flight window unacknowledged: cut a batch at half.
         self._half_window = max(1, settings.mqtt_max_inflight // 2)
         self.last_processed: float | None = None  # monotonic time of the last message evaluated
-        self.gaps = GapWatch(engine.order, settings.seq_gap_alarm_count, settings.seq_gap_alarm_window_s)
+        self.gaps = GapWatch(
+            engine.order,
+            settings.seq_gap_alarm_count,
+            settings.seq_gap_alarm_window_s,
+            enabled=not settings.mqtt_share_group,
+        )
 
     # -- the stage's thread ------------------------------------------------------------------
     def run(self) -> None:
@@ -258,12 +263,12 @@ class Pipeline:
             if n:
                 m.OUT_OF_ORDER.labels(order).inc(n)
         for outcome, n in (("missing", t.missing), ("filled", t.filled)):
-            if n:
+            if n and self.gaps.enabled:  # in a share group the peers hold the "missing" seqs
                 m.SEQ_GAPS.labels(outcome).inc(n)
         if t.jumps:
             m.CLOCK_JUMPS.inc(t.jumps)
             self._count("clock_jumps", t.jumps)
         if t.resets:
             m.SEQ_RESETS.inc(t.resets)
-        if t.missing - t.filled:
+        if t.missing - t.filled and self.gaps.enabled:
             self._count("seq_gaps", t.missing - t.filled)

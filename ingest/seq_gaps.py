@@ -5,6 +5,9 @@
 Runs on the pipeline's thread, over the ordering gate's streams (``rules/ordering.py``); the
 rows and the alarm's transitions go to the alarm sink like every other record, so a batch's
 PUBACKs wait until its devices' counters are durable (``semon.store.seq_state``).
+
+Not in a share group (``SEMON_MQTT_SHARE_GROUP``): the broker deals each device's messages out
+to several collectors in turn, so every one of them sees "gaps" that are its peers' messages.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ MESSAGE_LOSS = RuleSpec("platform.message_loss", "platform", "message_loss", Sev
 class GapWatch:
     """Which devices lost too many messages lately; the rows to save for the dirty ones."""
 
-    def __init__(self, gate: OrderGate, count: int, window_s: float) -> None:
+    def __init__(self, gate: OrderGate, count: int, window_s: float, *, enabled: bool = True) -> None:
         self.gate = gate
+        self.enabled = enabled
         self.count = count
         self.window_ms = int(window_s * 1000)
-        # device → (wall ms, gaps) each time its gaps changed, trimmed to the window; the first
-        # entry is the figure at (or before) the window's start.
+        # Gaps of each device when first seen (a baseline: what it had lost before), and for a
+        # device whose gaps changed since, (wall ms, gaps) at each change, trimmed to the window;
+        # the first entry is the figure at (or before) the window's start.
+        self._base: dict[str, int] = {}
         self._history: dict[str, deque[tuple[int, int]]] = {}
         self.over: dict[str, int] = {}  # device → gaps within the window, while ≥ count
         self.active = False  # the platform alarm is raised (restored from the database at start)
@@ -36,18 +42,25 @@ class GapWatch:
 
     def restore(self, rows: list[DeviceSeq]) -> None:
         """Resume the gate's streams as saved."""
+        if not self.enabled:
+            return
         for r in rows:
             self.gate.restore(r.device_id, r.channel, r.seq, r.ts, r.gaps, r.resets, r.jumps)
 
     def rows(self, wall_ms: int) -> list[dict[str, Any]]:
         """Rows of the devices whose streams moved, and their gaps into the alarm's window."""
-        out = []
-        for dev in self.gate.take_dirty():
+        out: list[dict[str, Any]] = []
+        dirty = self.gate.take_dirty()
+        if not self.enabled:
+            return out
+        for dev in dirty:
             total = 0
             for channel, s in self.gate.streams.get(dev, {}).items():
                 g = s.gaps
                 total += g
-                row = dict(device_id=dev, channel=channel, seq=s.seq, ts=s.ts, gaps=g, resets=s.resets, jumps=s.jumps)
+                row = dict(
+                    device_id=dev, channel=channel, seq=s.saved_seq, ts=s.ts, gaps=g, resets=s.resets, jumps=s.jumps
+                )
                 out.append(row | {"updated_ms": wall_ms})
             self._note(dev, total, wall_ms)
         return out
@@ -55,8 +68,10 @@ class GapWatch:
     def _note(self, dev: str, gaps: int, wall_ms: int) -> None:
         h = self._history.get(dev)
         if h is None:
-            self._history[dev] = deque([(wall_ms, gaps)])  # the baseline: what it had already lost
-            return
+            base = self._base.setdefault(dev, gaps)
+            if base == gaps:
+                return  # the common case: nothing lost since first seen
+            h = self._history[dev] = deque([(0, base)])
         if h[-1][1] != gaps:
             h.append((wall_ms, gaps))
             self._judge(dev, h, wall_ms)

@@ -77,6 +77,12 @@ class Stream:
     prev_max: int = _NONE
     run: int = 0  # consecutive jumps
     run_offset: int = 0  # offset of the first of them
+    resume: int = -1  # the seq a previous collector saved, until a message passes it
+
+    @property
+    def saved_seq(self) -> int:
+        """The seq to save: the newest seen, or the one resumed from while redeliveries replay."""
+        return max(self.seq, self.resume)
 
     @property
     def open_gaps(self) -> int:
@@ -139,9 +145,11 @@ class OrderGate:
         return d
 
     def restore(self, device_id: str, channel: str, seq: int, ts: int, gaps: int, resets: int, jumps: int) -> None:
-        """Resume a stream as saved (a restart): what was still open then counts as lost."""
+        """Resume a stream as saved by a previous collector: what was still open then counts as
+        lost. Messages up to ``seq`` that come again (it had not acknowledged them yet) are
+        evaluated as new — the rules' state of that process is gone — but are no gap."""
         s = self.stream(device_id, channel)
-        s.seq, s.ts, s.seen, s.lost, s.resets, s.jumps = seq, ts, _MASK, gaps, resets, jumps
+        s.resume, s.seq, s.ts, s.seen, s.lost, s.resets, s.jumps = seq, -1, ts, _MASK, gaps, resets, jumps
 
     def drain(self) -> Tally:
         """The counts since the last call, reset."""
@@ -174,8 +182,23 @@ class OrderGate:
             if offset > s.cur_max:
                 s.cur_max = offset
         t = self.tally
+        if s.resume >= 0:
+            if seq > s.resume:  # past what the previous collector had: gaps count from its end
+                s.seq, s.seen, s.resume = s.resume, _MASK, -1
+            elif not jumped and ts > s.ts:  # a lower seq with a newer clock: it rebooted meanwhile
+                s.resume = -1
+                self._new_epoch(s, seq, eff)
+                s.resets += 1
+                t.resets += 1
+                return Admission(Order.NEW, eff, jumped, reset=True)
+            elif seq > s.seq:  # a redelivery the previous collector had not acknowledged
+                s.seq = seq
+                return Admission(Order.NEW, eff, jumped)
+            else:
+                t.duplicate += 1
+                return Admission(Order.DUPLICATE, eff, jumped)
         if s.seq < 0:
-            s.seq, s.ts = seq, eff
+            s.seq, s.ts = seq, max(eff, s.ts)
             return Admission(Order.NEW, eff, jumped)
         step = seq - s.seq
         if step > 0:
