@@ -253,3 +253,15 @@ def test_a_device_that_rebooted_while_the_collector_was_away_is_no_gap():
     a = g.admit("E", "status", T0 + 60_000, 2, T0 + 60_100)
     assert a.order is Order.NEW and a.reset and g.gaps("E") == 0
     assert g.admit("E", "status", T0 + 61_000, 4, T0 + 61_100).order is Order.NEW and g.gaps("E") == 1
+
+
+def test_a_gap_leaving_the_window_one_message_at_a_time_is_lost_once():
+    g = OrderGate()
+    g.admit("E", "status", T0, 1, T0)
+    g.admit("E", "status", T0 + 2, 3, T0 + 2)  # 2 missing
+    for q in range(4, 4 + WINDOW):
+        g.admit("E", "status", T0 + q, q, T0 + q)
+    s = g.stream("E", "status")
+    assert (s.lost, s.open_gaps, g.gaps("E")) == (1, 0, 1)
+    assert g.admit("E", "status", T0 + 2, 2, T0 + 5000).order is Order.STALE  # too late to fill it
+    assert g.gaps("E") == 1
