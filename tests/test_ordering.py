@@ -199,6 +199,10 @@ def test_late_break_between_holding_neighbours_is_an_edge():
 
 
 # -- on the real broker -----------------------------------------------------------------------
+def late_count() -> float:
+    return REGISTRY.get_sample_value("semon_messages_out_of_order_total", {"order": "late"}) or 0.0
+
+
 @pytest.mark.services
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_collector_raises_a_real_entrapment_after_a_future_status(stack: Stack, tmp_path: Path):
@@ -265,3 +269,35 @@ def test_a_gap_leaving_the_window_one_message_at_a_time_is_lost_once():
     assert (s.lost, s.open_gaps, g.gaps("E")) == (1, 0, 1)
     assert g.admit("E", "status", T0 + 2, 2, T0 + 5000).order is Order.STALE  # too late to fill it
     assert g.gaps("E") == 1
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_collector_counts_late_door_openings_and_does_not_delay_the_trapped_alarm(stack: Stack, tmp_path: Path):
+    """The reordered door stream of the fault run through the real broker and collector."""
+    small_registry(stack.db, tmp_path / "reg.csv")
+    col = Collector(stack.settings, stack.db, stack.telemetry())
+    col.start()
+    listener = AlarmListener(stack.settings)
+    try:
+        assert col.connected.wait(10)
+        late_before = late_count()
+        start = now_ms() - 120_000  # device time in the past: published at once, in arrival order
+        stream = [idle(start - 3000 + i * 1000, i + 1, door="closed") for i in range(3)]
+        stream += [st for _, st in door_cycles(start, 6, 3)]
+        onset = start + 5 * 8000 + 6000  # the last cycle's doors stay closed, the passenger inside
+        stream += [elev(onset + i * 1000, 27 + i, trapped=True, door_zone=True) for i in range(1, 25)]
+        publish_all(stack.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in stream])
+        wait_until(lambda: col.stats["accepted"] >= len(stream), 20, "the stream evaluated")
+
+        def of(kind: str) -> list[dict]:
+            return [m for m in listener.distinct("E1") if m["type"] == kind and m["event"] == "raised"]
+
+        wait_until(lambda: of("repeated_door_cycling") and of("trapped_passenger"), 10, "both alarms")
+        assert len(of("repeated_door_cycling")) == 1
+        (trapped,) = of("trapped_passenger")
+        assert trapped["onset_ts"] == onset and trapped["start_ts"] == onset + TRAPPED_MS
+        wait_until(lambda: late_count() - late_before == 6, 5, "the six late openings counted")
+    finally:
+        listener.c.disconnect()
+        col.stop()
