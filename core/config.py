@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # docs/protocol.md) within the window.
     seq_gap_alarm_count: int = Field(10, ge=1)
     seq_gap_alarm_window_s: float = Field(600.0, gt=0)
+    # A status or event ts this far ahead of its device's own clock estimate is a clock jump,
+    # evaluated at the estimated time (docs/protocol.md); 0 = no check, for accelerated
+    # simulations (`semon simulate --speed N`), whose device time runs N× the wall clock.
+    clock_jump_s: float = Field(60.0, ge=0)
     registry_refresh_s: float = 10.0
     # Operator rules file (TOML): thresholds, enabling, per kind / firm / device overrides.
     rules_file: Path | None = None

@@ -32,6 +32,7 @@ from semon.ingest.source import MqttSource, now_ms
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import TelemetrySink
 from semon.rules.engine import RuleEngine
+from semon.rules.ordering import JUMP_OFF
 
 TICK_S = 0.2
 CANARY_PREFIX = f"{PREFIX}/canary/"
@@ -99,6 +100,7 @@ class Pipeline:
         # The broker sends no more than its in-flight window unacknowledged: cut a batch at half.
         self._half_window = max(1, settings.mqtt_max_inflight // 2)
         self.last_processed: float | None = None  # monotonic time of the last message evaluated
+        engine.order.jump_ms = int(settings.clock_jump_s * 1000) or JUMP_OFF
         self.gaps = GapWatch(
             engine.order,
             settings.seq_gap_alarm_count,

@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-JUMP_MS = 60_000  # ts this far ahead of the device's own clock estimate is a jump
+JUMP_MS = 60_000  # ts this far ahead of the device's own clock estimate is a jump (default)
+JUMP_OFF = 1 << 62  # as jump_ms: no jump check (accelerated simulations run device time fast)
 CLOCK_BUCKET_MS = 300_000  # the estimate is the largest offset of the current and last bucket
 REANCHOR = 3  # consecutive jumps agreeing within JUMP_MS: the device's clock really moved
 REORDER_MS = 3_000  # a late message this close to the newest still counts for edge/window rules
@@ -120,7 +121,8 @@ class Tally:
 class OrderGate:
     """Streams of every device and channel; :meth:`admit` judges one message."""
 
-    def __init__(self) -> None:
+    def __init__(self, jump_ms: int = JUMP_MS) -> None:
+        self.jump_ms = jump_ms
         self.streams: dict[str, dict[str, Stream]] = {}  # device → channel → stream
         self.tally = Tally()
         self.dirty: set[str] = set()  # devices whose streams moved since the last take_dirty()
@@ -167,7 +169,7 @@ class OrderGate:
         if (
             seq == s.seq + 1
             and wall_ms // CLOCK_BUCKET_MS == s.bucket
-            and offset <= max(s.cur_max, s.prev_max) + JUMP_MS
+            and offset <= max(s.cur_max, s.prev_max) + self.jump_ms
             and s.resume < 0
         ):
             # The common case, kept short (it runs for every message): the next seq, on the
@@ -182,9 +184,9 @@ class OrderGate:
                 s.cur_max = offset
             return Admission(Order.NEW, ts)
         est = s.estimate(wall_ms)
-        jumped = est is not None and offset > est + JUMP_MS
+        jumped = est is not None and offset > est + self.jump_ms
         if jumped:
-            if s.run and abs(offset - s.run_offset) <= JUMP_MS:
+            if s.run and abs(offset - s.run_offset) <= self.jump_ms:
                 s.run += 1
             else:
                 s.run, s.run_offset = 1, offset

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from semon.ingest.collector import Collector
 from semon.rules.engine import RuleEngine
-from semon.rules.ordering import JUMP_MS, REORDER_MS, WINDOW, Order, OrderGate
+from semon.rules.ordering import JUMP_MS, JUMP_OFF, REORDER_MS, WINDOW, Order, OrderGate
 from tests.conftest import Stack
 from tests.helpers import AlarmListener, elevator_payload, now_ms, publish_all, small_registry, wait_until
 from tests.test_rules_engine import ELEV, T0, elev, idle, kinds
@@ -301,3 +301,14 @@ def test_collector_counts_late_door_openings_and_does_not_delay_the_trapped_alar
     finally:
         listener.c.disconnect()
         col.stop()
+
+
+def test_no_jump_check_for_accelerated_device_time():
+    """SEMON_CLOCK_JUMP_S=0: a simulation running device time 30× the wall clock is not jumping."""
+    fast, normal = OrderGate(JUMP_OFF), OrderGate()
+    flagged = {"off": 0, "on": 0}
+    for i in range(1, 40):
+        wall = T0 + i * 2100  # a keep-alive every 2.1 s of wall time = 63 s of device time
+        flagged["off"] += fast.admit("E", "status", T0 + i * 63_000, i, wall).jumped
+        flagged["on"] += normal.admit("E", "status", T0 + i * 63_000, i, wall).jumped
+    assert flagged["off"] == 0 and flagged["on"] > 0  # the default would take it for jumps
