@@ -312,3 +312,29 @@ def test_no_jump_check_for_accelerated_device_time():
         flagged["off"] += fast.admit("E", "status", T0 + i * 63_000, i, wall).jumped
         flagged["on"] += normal.admit("E", "status", T0 + i * 63_000, i, wall).jumped
     assert flagged["off"] == 0 and flagged["on"] > 0  # the default would take it for jumps
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_collector_keeps_the_alarms_of_a_device_that_rebooted(stack: Stack, tmp_path: Path):
+    """Seq back to 1 with a right clock, through the real broker: a new epoch, its entrapment
+    raised on time, no gap, no duplicate."""
+    small_registry(stack.db, tmp_path / "reg.csv")
+    col = Collector(stack.settings, stack.db, stack.telemetry())
+    col.start()
+    listener = AlarmListener(stack.settings)
+    try:
+        assert col.connected.wait(10)
+        t = now_ms() - 120_000  # device time in the past: published at once
+        before = [elev(t + i * 1000, 9000 + i) for i in range(20)]
+        boot = t + 30_000
+        after = [elev(boot + i * 1000, i + 1, trapped=True, door_zone=True) for i in range(25)]
+        publish_all(stack.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in before + after])
+        wait_until(lambda: [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"], 20, "trapped")
+        (raised,) = [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"]
+        assert raised["onset_ts"] == boot and raised["start_ts"] == boot + TRAPPED_MS
+        stream = col.engine.order.stream("E1", "status")
+        assert (stream.resets, col.engine.order.gaps("E1")) == (1, 0)
+    finally:
+        listener.c.disconnect()
+        col.stop()
