@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,43 +200,53 @@ def test_late_break_between_holding_neighbours_is_an_edge():
 
 
 # -- on the real broker -----------------------------------------------------------------------
-def late_count() -> float:
-    return REGISTRY.get_sample_value("semon_messages_out_of_order_total", {"order": "late"}) or 0.0
+Running = tuple[Collector, AlarmListener]
 
 
-@pytest.mark.services
-@pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_collector_raises_a_real_entrapment_after_a_future_status(stack: Stack, tmp_path: Path):
-    """Real Mosquitto, InfluxDB, PostgreSQL: the fault run's sequence on E1, a control on E2."""
+@pytest.fixture
+def running(stack: Stack, tmp_path: Path) -> Iterator[Running]:
+    """A collector on the real services with the small registry, and an alarm listener."""
     small_registry(stack.db, tmp_path / "reg.csv")
     col = Collector(stack.settings, stack.db, stack.telemetry())
     col.start()
     listener = AlarmListener(stack.settings)
     try:
         assert col.connected.wait(10)
-        jumps_before = REGISTRY.get_sample_value("semon_clock_jumps_total") or 0.0
-        t = now_ms()
-        msgs = [(EL.format(d), elevator_payload(t - 5000 + i * 1000, i + 1)) for d in ("E1", "E2") for i in range(5)]
-        msgs.append((EL.format("E1"), elevator_payload(t + 290_000, 6)))  # one status from the future
-        publish_all(stack.settings, msgs)
-        wait_until(lambda: col.stats["accepted"] >= len(msgs), 15, "the prelude evaluated")
-        onset = now_ms()
-        trapped = dict(occupied=True, door_zone=True)
-        publish_all(stack.settings, [(EL.format(d), elevator_payload(onset, 7, **trapped)) for d in ("E1", "E2")])
-        started = time.monotonic()
-        wait_until(
-            lambda: {m["device_id"] for m in listener.got if m["type"] == "trapped_passenger"} == {"E1", "E2"},
-            TRAPPED_MS / 1000 + 5, "both trapped alarms within the rule duration + 5 s",
-        )  # fmt: skip
-        assert time.monotonic() - started <= TRAPPED_MS / 1000 + 5
-        for d in ("E1", "E2"):
-            (raised,) = [m for m in listener.distinct(d) if m["type"] == "trapped_passenger"]
-            assert raised["onset_ts"] == onset and raised["start_ts"] == onset + TRAPPED_MS  # not early either
-        wait_until(lambda: col.stats["clock_jumps"] == 1, 5, "the jump counted")
-        assert REGISTRY.get_sample_value("semon_clock_jumps_total") == jumps_before + 1
+        yield col, listener
     finally:
         listener.c.disconnect()
         col.stop()
+
+
+def late_count() -> float:
+    return REGISTRY.get_sample_value("semon_messages_out_of_order_total", {"order": "late"}) or 0.0
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_collector_raises_a_real_entrapment_after_a_future_status(running: Running):
+    """Real Mosquitto, InfluxDB, PostgreSQL: the fault run's sequence on E1, a control on E2."""
+    col, listener = running
+    jumps_before = REGISTRY.get_sample_value("semon_clock_jumps_total") or 0.0
+    t = now_ms()
+    msgs = [(EL.format(d), elevator_payload(t - 5000 + i * 1000, i + 1)) for d in ("E1", "E2") for i in range(5)]
+    msgs.append((EL.format("E1"), elevator_payload(t + 290_000, 6)))  # one status from the future
+    publish_all(col.settings, msgs)
+    wait_until(lambda: col.stats["accepted"] >= len(msgs), 15, "the prelude evaluated")
+    onset = now_ms()
+    trapped = dict(occupied=True, door_zone=True)
+    publish_all(col.settings, [(EL.format(d), elevator_payload(onset, 7, **trapped)) for d in ("E1", "E2")])
+    started = time.monotonic()
+    wait_until(
+        lambda: {m["device_id"] for m in listener.got if m["type"] == "trapped_passenger"} == {"E1", "E2"},
+        TRAPPED_MS / 1000 + 5, "both trapped alarms within the rule duration + 5 s",
+    )  # fmt: skip
+    assert time.monotonic() - started <= TRAPPED_MS / 1000 + 5
+    for d in ("E1", "E2"):
+        (raised,) = [m for m in listener.distinct(d) if m["type"] == "trapped_passenger"]
+        assert raised["onset_ts"] == onset and raised["start_ts"] == onset + TRAPPED_MS  # not early either
+    wait_until(lambda: col.stats["clock_jumps"] == 1, 5, "the jump counted")
+    assert REGISTRY.get_sample_value("semon_clock_jumps_total") == jumps_before + 1
 
 
 def test_a_restarted_collector_evaluates_redeliveries_and_counts_only_what_the_broker_dropped():
@@ -273,34 +284,26 @@ def test_a_gap_leaving_the_window_one_message_at_a_time_is_lost_once():
 
 @pytest.mark.services
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_collector_counts_late_door_openings_and_does_not_delay_the_trapped_alarm(stack: Stack, tmp_path: Path):
+def test_collector_counts_late_door_openings_and_does_not_delay_the_trapped_alarm(running: Running):
     """The reordered door stream of the fault run through the real broker and collector."""
-    small_registry(stack.db, tmp_path / "reg.csv")
-    col = Collector(stack.settings, stack.db, stack.telemetry())
-    col.start()
-    listener = AlarmListener(stack.settings)
-    try:
-        assert col.connected.wait(10)
-        late_before = late_count()
-        start = now_ms() - 120_000  # device time in the past: published at once, in arrival order
-        stream = [idle(start - 3000 + i * 1000, i + 1, door="closed") for i in range(3)]
-        stream += [st for _, st in door_cycles(start, 6, 3)]
-        onset = start + 5 * 8000 + 6000  # the last cycle's doors stay closed, the passenger inside
-        stream += [elev(onset + i * 1000, 27 + i, trapped=True, door_zone=True) for i in range(1, 25)]
-        publish_all(stack.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in stream])
-        wait_until(lambda: col.stats["accepted"] >= len(stream), 20, "the stream evaluated")
+    col, listener = running
+    late_before = late_count()
+    start = now_ms() - 120_000  # device time in the past: published at once, in arrival order
+    stream = [idle(start - 3000 + i * 1000, i + 1, door="closed") for i in range(3)]
+    stream += [st for _, st in door_cycles(start, 6, 3)]
+    onset = start + 5 * 8000 + 6000  # the last cycle's doors stay closed, the passenger inside
+    stream += [elev(onset + i * 1000, 27 + i, trapped=True, door_zone=True) for i in range(1, 25)]
+    publish_all(col.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in stream])
+    wait_until(lambda: col.stats["accepted"] >= len(stream), 20, "the stream evaluated")
 
-        def of(kind: str) -> list[dict]:
-            return [m for m in listener.distinct("E1") if m["type"] == kind and m["event"] == "raised"]
+    def of(kind: str) -> list[dict]:
+        return [m for m in listener.distinct("E1") if m["type"] == kind and m["event"] == "raised"]
 
-        wait_until(lambda: of("repeated_door_cycling") and of("trapped_passenger"), 10, "both alarms")
-        assert len(of("repeated_door_cycling")) == 1
-        (trapped,) = of("trapped_passenger")
-        assert trapped["onset_ts"] == onset and trapped["start_ts"] == onset + TRAPPED_MS
-        wait_until(lambda: late_count() - late_before == 6, 5, "the six late openings counted")
-    finally:
-        listener.c.disconnect()
-        col.stop()
+    wait_until(lambda: of("repeated_door_cycling") and of("trapped_passenger"), 10, "both alarms")
+    assert len(of("repeated_door_cycling")) == 1
+    (trapped,) = of("trapped_passenger")
+    assert trapped["onset_ts"] == onset and trapped["start_ts"] == onset + TRAPPED_MS
+    wait_until(lambda: late_count() - late_before == 6, 5, "the six late openings counted")
 
 
 def test_no_jump_check_for_accelerated_device_time():
@@ -316,25 +319,17 @@ def test_no_jump_check_for_accelerated_device_time():
 
 @pytest.mark.services
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_collector_keeps_the_alarms_of_a_device_that_rebooted(stack: Stack, tmp_path: Path):
+def test_collector_keeps_the_alarms_of_a_device_that_rebooted(running: Running):
     """Seq back to 1 with a right clock, through the real broker: a new epoch, its entrapment
     raised on time, no gap, no duplicate."""
-    small_registry(stack.db, tmp_path / "reg.csv")
-    col = Collector(stack.settings, stack.db, stack.telemetry())
-    col.start()
-    listener = AlarmListener(stack.settings)
-    try:
-        assert col.connected.wait(10)
-        t = now_ms() - 120_000  # device time in the past: published at once
-        before = [elev(t + i * 1000, 9000 + i) for i in range(20)]
-        boot = t + 30_000
-        after = [elev(boot + i * 1000, i + 1, trapped=True, door_zone=True) for i in range(25)]
-        publish_all(stack.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in before + after])
-        wait_until(lambda: [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"], 20, "trapped")
-        (raised,) = [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"]
-        assert raised["onset_ts"] == boot and raised["start_ts"] == boot + TRAPPED_MS
-        stream = col.engine.order.stream("E1", "status")
-        assert (stream.resets, col.engine.order.gaps("E1")) == (1, 0)
-    finally:
-        listener.c.disconnect()
-        col.stop()
+    col, listener = running
+    t = now_ms() - 120_000  # device time in the past: published at once
+    before = [elev(t + i * 1000, 9000 + i) for i in range(20)]
+    boot = t + 30_000
+    after = [elev(boot + i * 1000, i + 1, trapped=True, door_zone=True) for i in range(25)]
+    publish_all(col.settings, [(EL.format("E1"), st.model_dump_json().encode()) for st in before + after])
+    wait_until(lambda: [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"], 20, "trapped")
+    (raised,) = [m for m in listener.distinct("E1") if m["type"] == "trapped_passenger"]
+    assert raised["onset_ts"] == boot and raised["start_ts"] == boot + TRAPPED_MS
+    stream = col.engine.order.stream("E1", "status")
+    assert (stream.resets, col.engine.order.gaps("E1")) == (1, 0)
