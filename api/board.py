@@ -42,6 +42,7 @@ from semon.api.deps import DbDep, TelemetryDep
 from semon.api.problems import not_found
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device, Firm
+from semon.store.seq_state import gaps_by_device
 from semon.store.telemetry import STATUS_MEASUREMENT, TelemetryStore
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ def device_detail(db: Database, telemetry: TelemetryStore, device_id: str) -> di
             "firm_name": firm_name, "equipment_code": d.equipment_code, "rated_speed": d.rated_speed,
             "floors": d.floors, "bottom_floor": d.bottom_floor, "set_pressure": d.set_pressure,
             "design_pressure": d.design_pressure, "design_temperature": d.design_temperature, "medium": d.medium,
+            "seq_gaps": gaps_by_device(s, [device_id]).get(device_id, 0),
         }  # fmt: skip
         alarms = [
             _alarm_row(a, d.district)

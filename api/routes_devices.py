@@ -17,6 +17,7 @@ from semon.api.schemas import DeviceOut, DevicePage, LatestOut, TelemetryOut
 from semon.api.timeparse import TimeParseError, ms_to_iso, now_ms, parse_time
 from semon.store.access import Access
 from semon.store.models import Device, Firm, UseUnit
+from semon.store.seq_state import gaps_by_device
 from semon.store.telemetry import STATUS_MEASUREMENT, FieldValue
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -129,7 +130,9 @@ def get_device(access: AccessDep, device_id: DeviceId) -> DeviceOut:
     row = access.s.execute(_registry_query(access).where(Device.id == device_id)).first()
     if row is None:
         raise not_found("device", device_id)
-    return _device_out(*row)
+    out = _device_out(*row)
+    out.seq_gaps = gaps_by_device(access.s, [device_id]).get(device_id, 0)
+    return out
 
 
 @router.get(

@@ -129,6 +129,11 @@ class DeviceOut(BaseModel):
     design_temperature: float | None = Field(description="vessel, °C")
     medium: str | None = Field(description="vessel")
     attributes: JsonObject = Field(default_factory=dict)
+    seq_gaps: int | None = Field(
+        None,
+        description="messages the device sent that never arrived (gaps in its seq, docs/protocol.md); "
+        "0 once heard from; only in the one-device view, null in lists",
+    )
 
 
 class DevicePage(PageMeta):

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     max_payload_bytes: int = Field(65536, ge=256)
     max_future_skew_s: float = 300.0
+    # Platform alarm message_loss: this many of one device's messages never arrived (seq gaps,
+    # docs/protocol.md) within the window.
+    seq_gap_alarm_count: int = Field(10, ge=1)
+    seq_gap_alarm_window_s: float = Field(600.0, gt=0)
+    # A status or event ts this far ahead of its device's own clock estimate is a clock jump,
+    # evaluated at the estimated time (docs/protocol.md); 0 = no check, for accelerated
+    # simulations (`semon simulate --speed N`), whose device time runs N× the wall clock.
+    clock_jump_s: float = Field(60.0, ge=0)
     registry_refresh_s: float = 10.0
     # Operator rules file (TOML): thresholds, enabling, per kind / firm / device overrides.
     rules_file: Path | None = None

@@ -27,6 +27,16 @@ STAGE_UP = Gauge("semon_stage_up", "1 while a collector stage runs and beats, el
 HEALTH_OK = Gauge("semon_health_ok", "1 while alarms are evaluated and delivered (/health 200), else 0")
 LAST_MESSAGE_AGE = Gauge("semon_last_message_age_seconds", "Seconds since the pipeline last processed a message")
 DEGRADED = Gauge("semon_degraded", "1 while a degraded condition is in force", ["condition"])
+OUT_OF_ORDER = Counter(
+    "semon_messages_out_of_order_total",
+    "Messages behind their device's newest seq: late (edge/window rules only), stale (stored only), duplicate",
+    ["order"],
+)
+CLOCK_JUMPS = Counter("semon_clock_jumps_total", "Messages whose ts jumped ahead of their device's clock estimate")
+SEQ_RESETS = Counter("semon_seq_resets_total", "Device counter resets (reboots) seen")
+SEQ_GAPS = Counter(
+    "semon_seq_gaps_total", "Device seqs skipped by a newer one (missing); of those, arrived late (filled)", ["outcome"]
+)
 ALARM_TRANSITIONS = Counter("semon_alarm_transitions_total", "Alarm transitions", ["type", "event"])
 WRITE_SECONDS = Histogram(
     "semon_telemetry_write_seconds",

@@ -53,6 +53,7 @@ from semon.ingest.registry_watch import RegistryWatch
 from semon.ingest.source import MqttSource
 from semon.ingest.spool import Spool, SpoolFull
 from semon.ingest.supervision import Backoff, Supervisor
+from semon.notify.canary import PLATFORM_DEVICE, ensure_platform_device
 from semon.rules.alarms import (
     AlarmStore,
     Stored,
@@ -63,6 +64,7 @@ from semon.rules.alarms import (
     snapshot_columns,
 )
 from semon.rules.base import AlarmTransition
+from semon.store import seq_state
 from semon.store.db import Database
 from semon.store.models import Alarm, DeadLetter
 from semon.store.telemetry import ALARM_MEASUREMENT, Point, point_time_ns
@@ -85,7 +87,8 @@ GIVE_UP_AFTER_S = 600.0
 
 # A record: ("transition", AlarmTransition), ("dead_letters", [DeadLetter columns]) or
 # ("provisional", (message, event details, at)) — a transition published during an outage — or
-# ("canary", (checker, ping payload, arrival ms)), answered, never stored.
+# ("canary", (checker, ping payload, arrival ms)), answered, never stored — or
+# ("seq_state", [DeviceSeq columns]): devices' counters and gaps, saved before their PUBACKs.
 Record = tuple[str, Any]
 _STOP = object()
 _SKIP = ("skip", None)  # a transition that changes nothing (as the database would have decided)
@@ -145,6 +148,11 @@ class AlarmSink:
         """Hand over a canary ping: answered in order with the records, so an echo proves that
         everything handed over before it was taken care of."""
         self._put(("canary", (checker, payload, arrived_ms)))
+
+    def put_seq_state(self, rows: list[dict[str, Any]]) -> None:
+        """Hand over devices' counter rows (one record), ahead of the batch that moved them."""
+        if rows:
+            self._put(("seq_state", rows))
 
     def put_dead_letters(self, letters: list[dict[str, Any]]) -> None:
         """Hand over dead-letter rows (one record)."""
@@ -335,6 +343,9 @@ class AlarmSink:
             with self.db.session() as s:
                 s.add_all([DeadLetter(**d) for d in payload])
             return
+        if kind == "seq_state":
+            seq_state.save(self.db, payload)
+            return
         if kind == "provisional":
             msg, details, at = payload
             event_id = msg["event_id"]
@@ -344,6 +355,8 @@ class AlarmSink:
             self._confirmed.discard(event_id)
             return
         t: AlarmTransition = payload
+        if t.device.id == PLATFORM_DEVICE.id:
+            ensure_platform_device(self.db)
         stored = self.alarms.apply(t)
         if stored is None:
             return

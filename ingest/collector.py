@@ -40,12 +40,15 @@ from semon.ingest.handover import Batch, Inbound
 from semon.ingest.lease import LeaseKeeper, PgAdvisoryLease
 from semon.ingest.pipeline import Pipeline, parse_partition, partition_of
 from semon.ingest.registry_watch import REGISTRY_DOWN, RegistryWatch
+from semon.ingest.seq_gaps import MESSAGE_LOSS
 from semon.ingest.source import BROKER_DOWN, AckGate, MqttSource
 from semon.ingest.spool import Spool
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, TelemetrySink
+from semon.notify.canary import PLATFORM_DEVICE
 from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
+from semon.store import seq_state
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
 
@@ -168,8 +171,12 @@ class Collector:
         return self.alarm_sink.assigned
 
     def restore_alarms(self) -> None:
-        """Let the engine know which alarms are active, so it can clear them."""
+        """Let the engine know which alarms are active, so it can clear them; resume the
+        devices' message counters where the acknowledged stream ended."""
+        self.pipeline.gaps.restore(seq_state.load(self.db))
         for a in self.alarms.active():
+            if a.device_id == PLATFORM_DEVICE.id and a.type == MESSAGE_LOSS.alarm_type:
+                self.pipeline.gaps.active, self.pipeline.gaps.onset = True, a.onset_ts
             dev = self.registry.registry.get(a.device_id)
             if dev is not None:
                 self.engine.restore_active(dev, a.rule_id, a.onset_ts, a.start_ts, a.severity)

@@ -27,10 +27,12 @@ from semon.ingest.dead_letters import DeadLetters
 from semon.ingest.decode import Decoder, Rejected, to_points
 from semon.ingest.handover import Batch, Delivery, Inbound
 from semon.ingest.registry_watch import RegistryWatch
+from semon.ingest.seq_gaps import GapWatch
 from semon.ingest.source import MqttSource, now_ms
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import TelemetrySink
 from semon.rules.engine import RuleEngine
+from semon.rules.ordering import JUMP_OFF
 
 TICK_S = 0.2
 CANARY_PREFIX = f"{PREFIX}/canary/"
@@ -98,6 +100,13 @@ class Pipeline:
         # The broker sends no more than its in-flight window unacknowledged: cut a batch at half.
         self._half_window = max(1, settings.mqtt_max_inflight // 2)
         self.last_processed: float | None = None  # monotonic time of the last message evaluated
+        engine.order.jump_ms = int(settings.clock_jump_s * 1000) or JUMP_OFF
+        self.gaps = GapWatch(
+            engine.order,
+            settings.seq_gap_alarm_count,
+            settings.seq_gap_alarm_window_s,
+            enabled=not settings.mqtt_share_group,
+        )
 
     # -- the stage's thread ------------------------------------------------------------------
     def run(self) -> None:
@@ -131,6 +140,7 @@ class Pipeline:
                 # the inbox, one of them may be the answer: the clock stops at the arrival of the
                 # last burst processed until the inbox is empty (a backlog delays, never invents).
                 self.alarms.put_transitions(self.engine.tick(now_ms() if self.inbox.empty() else last_arrival))
+                self.alarms.put_transitions(self.gaps.check(now_ms()))
                 m.QUEUE_DEPTH.set(self.inbox.qsize())
             batch = self._batch
             if (batch.acks or batch.points or self._dead) and (
@@ -226,6 +236,9 @@ class Pipeline:
         batch, dead = self._batch, self._dead
         self._batch, self._dead = Batch(), []
         self.alarms.put_dead_letters(dead)
+        # The counters of the devices this batch moved, durable before its PUBACKs: a restart
+        # resumes at the acknowledged end of each stream (what the broker drops after it is a gap).
+        self.alarms.put_seq_state(self.gaps.rows(now_ms()))
         batch.records = self.alarms.assigned  # its messages' alarm records: durable before the ack
         m.UNACKED.inc(len(batch.acks))
         batch.seq, self._next_seq = self._next_seq, self._next_seq + 1
@@ -243,3 +256,21 @@ class Pipeline:
         self._count("accepted", accepted.total())
         if foreign:
             self._count("foreign", foreign)
+        self._count_order()
+
+    def _count_order(self) -> None:
+        """Late, stale, duplicate, jumped and missing messages into Prometheus: never silent."""
+        t = self.engine.order.drain()
+        for order, n in (("late", t.late), ("stale", t.stale), ("duplicate", t.duplicate)):
+            if n:
+                m.OUT_OF_ORDER.labels(order).inc(n)
+        for outcome, n in (("missing", t.missing), ("filled", t.filled)):
+            if n and self.gaps.enabled:  # in a share group the peers hold the "missing" seqs
+                m.SEQ_GAPS.labels(outcome).inc(n)
+        if t.jumps:
+            m.CLOCK_JUMPS.inc(t.jumps)
+            self._count("clock_jumps", t.jumps)
+        if t.resets:
+            m.SEQ_RESETS.inc(t.resets)
+        if t.missing - t.filled and self.gaps.enabled:
+            self._count("seq_gaps", t.missing - t.filled)

@@ -1,8 +1,10 @@
 """Rule engine: per-device state in device (event) time for every catalog rule, terminal codes
 and offline detection. Pure logic; the collector feeds it and stores what it returns.
 
-* Messages of one device are evaluated in device-time order: a duplicate or older message
-  (lower ``(ts, seq)``) never moves the state backwards (ThingsBoard's "latest value" hole).
+* Messages of one device are evaluated in its ``seq`` order, judged by the ordering gate
+  (``ordering.py``): a duplicate or older message never moves the state backwards
+  (ThingsBoard's "latest value" hole), a jumped clock is evaluated at the device's estimated
+  time, and a message a few seconds late still counts for repetition rules (``_late``).
 * A duration ("for ≥ 20 s") fires on the first message that proves it elapsed — or on a timer
   when the device, which reports on change, says nothing more (the late-alarm hole).
 * Hysteresis (HOLD between the level and the clear condition) and a minimum clear time keep a
@@ -15,6 +17,7 @@ and offline detection. Pure logic; the collector feeds it and stores what it ret
 from __future__ import annotations
 
 import heapq
+from bisect import insort
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,12 +28,15 @@ from semon.rules import expr
 from semon.rules.base import AlarmTransition, RuleSpec, Severity
 from semon.rules.catalog import Catalog, CompiledRule, DeviceRules
 from semon.rules.codes import CodeTable
+from semon.rules.ordering import Admission, Order, OrderGate
 from semon.store.registry import DeviceInfo
 
 OFFLINE_SPEC_ID = "device.terminal_offline"
 # Pressure samples kept for the rise rate are at least this far apart: a terminal reporting
 # many times a second costs no more memory or time than one reporting twice a second.
 SAMPLE_SPACING_MS = 500
+# Messages remembered per device for late arrivals (ordering.REORDER_MS of door transitions).
+LATE_NEIGHBOURS = 6
 
 
 class Phase(IntEnum):
@@ -84,6 +90,11 @@ class DeviceState:
     offline_onset: int = 0
     offline_severity: Severity = Severity.minor
     quiet: bool = True  # every rule IDLE with no repetition history: CLEAR everywhere is a no-op
+    # Repetition rules' indices (for ``rep_of``) and the last few messages' (seq, ts, which of
+    # them held): what a late message needs to place its edge between its neighbours.
+    rep_of: Any = None
+    rep: tuple[int, ...] = ()
+    recent: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=LATE_NEIGHBOURS))
 
 
 class RuleEngine:
@@ -101,6 +112,7 @@ class RuleEngine:
         self._offline_heap: list[tuple[int, str]] = []
         self._offline_paused = False
         self.stale_skipped = 0
+        self.order = OrderGate()
 
     # -- device state ------------------------------------------------------------------
     def _state(self, device: DeviceInfo) -> DeviceState:
@@ -160,13 +172,18 @@ class RuleEngine:
         ds = self._devices.get(device.id)
         if ds is None or ds.device is not device:
             ds = self._state(device)
+        adm = self.order.admit(device.id, "status", status.ts, status.seq, wall_ms)
+        if adm.ts != status.ts:  # a clock jump: evaluated at the device's estimated time
+            status = status.model_copy(update={"ts": adm.ts})
         if ds.offline or not ds.last_seen_wall:
             out = self._alive(ds, status.ts, wall_ms)
         else:  # the hot path of _alive, inlined: this runs for every message
             ds.last_seen_wall, ds.last_device_ts = wall_ms, status.ts
             out = []
-        if (status.ts, status.seq) <= (ds.last_ts, ds.last_seq):
+        if adm.order is not Order.NEW:
             self.stale_skipped += 1
+            if adm.order is Order.LATE:
+                out += self._late(ds, status, adm)
             return out
         ts = status.ts
         ds.last_ts, ds.last_seq = ts, status.seq
@@ -177,6 +194,11 @@ class RuleEngine:
             self._derive(ds, status)
         s = status.__dict__
         verdicts = r.evaluate(s, r.attrs, ds.derived)
+        if ds.rep_of is not r:
+            ds.rep_of, ds.rep = r, tuple(i for i, c in enumerate(r.rules) if c.repeat is not None)
+        if ds.rep:
+            held = 0 if verdicts == r.all_clear else self._held(ds.rep, verdicts)
+            ds.recent.append((status.seq, ts, held))
         if ds.quiet and verdicts == r.all_clear:
             return out  # the common case, kept to one C-level tuple comparison
         resets = r.reset(s, r.attrs, ds.derived) if r.reset is not None else None
@@ -205,6 +227,58 @@ class RuleEngine:
         assert c.repeat is not None and st.edges is not None
         n = len(st.edges) - c.repeat.count  # edges that may leave before the count is short
         return st.edges[n] + round(c.repeat.within_s * 1000) + 1 if n >= 0 else -1
+
+    @staticmethod
+    def _held(rep: tuple[int, ...], verdicts: tuple[int, ...]) -> int:
+        """Bit k set: the k-th repetition rule's condition holds."""
+        return sum(1 << k for k, i in enumerate(rep) if verdicts[i] >= 0)
+
+    def _late(self, ds: DeviceState, status: Any, adm: Admission) -> list[AlarmTransition]:
+        """A message up to ordering.REORDER_MS late: place its edges for the repetition rules.
+
+        Only repetition (edge/window) rules look at it — durations and levels already moved on
+        with newer messages and must not go back. Its edge is counted if its predecessor (by
+        seq) did not hold; a successor that held was counted as the edge and stops being one;
+        a late break between two holding neighbours makes the successor an edge.
+        """
+        if ds.rep_of is not ds.rules or not ds.rep:
+            return []
+        r, ts, seq = ds.rules, adm.ts, status.seq
+        verdicts = r.evaluate(status.__dict__, r.attrs, ds.derived)
+        resets = r.reset(status.__dict__, r.attrs, ds.derived) if r.reset is not None else None
+        held = self._held(ds.rep, verdicts)
+        pred = max((m for m in ds.recent if m[0] < seq), default=None)
+        succ = min((m for m in ds.recent if m[0] > seq), default=None)
+        ds.recent.append((seq, ts, held))
+        out: list[AlarmTransition] = []
+        for k, i in enumerate(ds.rep):
+            c, st = r.rules[i], ds.states[i]
+            assert c.repeat is not None and st.edges is not None
+            bit = 1 << k
+            before = pred is not None and bool(pred[2] & bit)
+            after = succ is not None and bool(succ[2] & bit)
+            edges = st.edges
+            if resets and resets[i]:
+                while edges and edges[0] <= ts:
+                    edges.popleft()
+                continue
+            if held & bit and not before:
+                insort(edges, ts)
+                if after and succ is not None and succ[1] in edges:
+                    edges.remove(succ[1])
+            elif not held & bit and before and after and succ is not None and succ[1] not in edges:
+                insort(edges, succ[1])
+            else:
+                continue
+            ds.quiet = False
+            horizon = ds.last_ts - int(c.repeat.within_s * 1000)
+            while edges and edges[0] < horizon:
+                edges.popleft()
+            if len(edges) >= c.repeat.count and st.phase in (Phase.IDLE, Phase.PENDING):
+                t = self._step(ds, i, c, st, 0, ts)
+                if t is not None:
+                    out.append(t)
+        return out
 
     @staticmethod
     def _repeat(c: CompiledRule, st: RuleState, holds: bool, reset: bool, ts: int) -> int:
@@ -346,8 +420,12 @@ class RuleEngine:
     def evaluate_event(self, device: DeviceInfo, ev: Any, wall_ms: int) -> list[AlarmTransition]:
         """Map a terminal code to an alarm raise/clear (code table per platform scheme)."""
         ds = self._state(device)
+        adm = self.order.admit(device.id, "event", ev.ts, ev.seq, wall_ms)
+        if adm.ts != ev.ts:  # a clock jump: the code's alarm carries the estimated device time
+            ev = ev.model_copy(update={"ts": adm.ts})
         out = self._alive(ds, ev.ts, wall_ms)
-        if (ev.ts, ev.seq) <= (ds.ev_ts, ds.ev_seq):
+        if adm.order is not Order.NEW:
+            # A late code says what was true before newer codes: applying it would undo them.
             self.stale_skipped += 1
             return out
         ds.ev_ts, ds.ev_seq = ev.ts, ev.seq

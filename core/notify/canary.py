@@ -45,6 +45,13 @@ MONITORING_DEGRADED = RuleSpec(
 )
 
 
+def ensure_platform_device(db: Database) -> None:
+    """The platform's registry row, which its alarms reference (created once)."""
+    with db.session() as s:
+        if s.get(Device, PLATFORM_DEVICE.id) is None:
+            s.add(Device(id=PLATFORM_DEVICE.id, kind="platform", district=None, address="semon", attributes={}))
+
+
 class Canary:
     """One checker; ``start()`` / ``stop()``; ``health()`` for the API's ``/health``."""
 
@@ -167,9 +174,7 @@ class Canary:
             self.alarms.mark_published([stored.event_id])
 
     def _ensure_platform_device(self) -> None:
-        with self.db.session() as s:
-            if s.get(Device, PLATFORM_DEVICE.id) is None:
-                s.add(Device(id=PLATFORM_DEVICE.id, kind="platform", district=None, address="semon", attributes={}))
+        ensure_platform_device(self.db)
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports of the canary."""
