@@ -152,21 +152,38 @@ OUT_OF_RANGE = [
     ({"firm_tech_level": "9"}, 'firm_tech_level: "9" 超出范围 1…5 (out of range 1 to 5)'),
     ({"use_unit_mgmt_level": "0"}, 'use_unit_mgmt_level: "0" 超出范围 1…5 (out of range 1 to 5)'),
     ({"firm_tech_level": "3.5"}, 'firm_tech_level: "3.5" 不是整数 (not a whole number)'),
-    ({"firm_credit_grade": "Z"}, 'firm_credit_grade: "Z" 不是有效信用等级，应为 A、B、C、D 之一 (not a credit grade: expected one of A, B, C, D)'),  # noqa: E501
+    (
+        {"firm_credit_grade": "Z"},
+        'firm_credit_grade: "Z" 不是有效信用等级，应为 A、B、C、D 之一 (not a credit grade: expected one of A, B, C, D)',  # noqa: E501
+    ),
     ({"firm_credit_score": "188"}, 'firm_credit_score: "188" 超出范围 0…100 (out of range 0 to 100)'),
     ({"firm_credit_score": "nan"}, 'firm_credit_score: "nan" 不是数字 (not a number)'),
     ({"install_date": "2020-13-01"}, 'install_date: "2020-13-01" 不是有效日期 (not a valid date, expected YYYY-MM-DD)'),
-    ({"install_date": "2026-06-02"}, 'install_date: "2026-06-02" 晚于今天 2026-06-01 (in the future: today is 2026-06-01)'),
-    ({"kind": "lift"}, 'kind: "lift" 不是设备类型，应为 elevator（电梯）或 vessel（压力容器） (not an equipment kind: expected elevator or vessel)'),  # noqa: E501
+    (
+        {"install_date": "2026-06-02"},
+        'install_date: "2026-06-02" 晚于今天 2026-06-01 (in the future: today is 2026-06-01)',
+    ),
+    (
+        {"kind": "lift"},
+        'kind: "lift" 不是设备类型，应为 elevator（电梯）或 vessel（压力容器） (not an equipment kind: expected elevator or vessel)',  # noqa: E501
+    ),
     ({"id": "EL 1"}, 'id: "EL 1" 设备编号须以字母或数字开头'),
     ({"equipment_code": "31101234"}, 'equipment_code: "31101234" 既不是 18 位设备代码'),
-    ({"equipment_code": "215012345202000009"}, 'equipment_code: "215012345202000009" 品种代码 2150 不是电梯（3xxx） (variety code 2150 is not an elevator code (3xxx))'),
+    (
+        {"equipment_code": "215012345202000009"},
+        'equipment_code: "215012345202000009" 品种代码 2150 不是电梯（3xxx） (variety code 2150 is not an elevator code (3xxx))',  # noqa: E501
+    ),
     ({"rated_speed": "0"}, 'rated_speed: "0" 超出范围 大于 0…20 (out of range above 0 to 20)'),
-    ({"district": "天河\n区"}, 'district: "天河\\n区" 含换行、制表符等控制字符 (contains a line break, tab or other control character)'),  # noqa: E501
+    (
+        {"district": "天河\n区"},
+        'district: "天河\\n区" 含换行、制表符等控制字符 (contains a line break, tab or other control character)',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("changes", "expected"), OUT_OF_RANGE, ids=[next(iter(c)) + "=" + next(iter(c.values())) for c, _ in OUT_OF_RANGE])  # noqa: E501
+@pytest.mark.parametrize(
+    ("changes", "expected"), OUT_OF_RANGE, ids=[next(iter(c)) + "=" + next(iter(c.values())) for c, _ in OUT_OF_RANGE]
+)
 def test_each_out_of_range_value_is_refused(tmp_path: Path, changes: dict[str, str], expected: str) -> None:
     db = Database(f"sqlite:///{tmp_path}/semon.db")
     try:
@@ -179,9 +196,14 @@ def test_each_out_of_range_value_is_refused(tmp_path: Path, changes: dict[str, s
 
 
 def test_vessel_pressures(db: Database, tmp_path: Path) -> None:
-    text = _report(db, _file(tmp_path, [_row(PV1, set_pressure="1.7"), _row(PV1, id="PV-2", equipment_code="", set_pressure="")]))  # noqa: E501
+    text = _report(
+        db, _file(tmp_path, [_row(PV1, set_pressure="1.7"), _row(PV1, id="PV-2", equipment_code="", set_pressure="")])
+    )
     assert '第 2 行 set_pressure: "1.7" 高于设计压力 1.6 MPa (above the design pressure 1.6 MPa' in text
-    assert "第 3 行 set_pressure: 压力容器必须填写安全阀整定压力（MPa），超压报警依赖它 (a vessel needs set_pressure" in text
+    assert (
+        "第 3 行 set_pressure: 压力容器必须填写安全阀整定压力（MPa），超压报警依赖它 (a vessel needs set_pressure"
+        in text
+    )
     header = HEADER + ",max_working_pressure_mpa"
     text = _report(db, _file(tmp_path, [PV1 + ",1.55"], header=header))
     assert '第 2 行 max_working_pressure_mpa: "1.55" 高于整定压力 1.5 MPa (above the set pressure 1.5 MPa)' in text
@@ -203,7 +225,16 @@ def test_several_errors_in_several_rows_one_report_nothing_half_imported(db: Dat
         _row(EL1, lat="123.1", firm_credit_score="188"),
         _row(EL2, install_date="2020-13-01", firm_tech_level="9"),
         PV1,  # a good row: still not imported, the file is refused as a whole
-        _row(PV1, id="PV-2", equipment_code="", firm_id="F3", firm_credit_grade="Z", set_pressure="2", lat="23.1", lon="13.45"),  # noqa: E501
+        _row(
+            PV1,
+            id="PV-2",
+            equipment_code="",
+            firm_id="F3",
+            firm_credit_grade="Z",
+            set_pressure="2",
+            lat="23.1",
+            lon="13.45",
+        ),
     ]
     text = _report(db, _file(tmp_path, rows))
     lines = text.splitlines()
@@ -216,7 +247,10 @@ def test_several_errors_in_several_rows_one_report_nothing_half_imported(db: Dat
         '  第 5 行 firm_credit_grade: "Z" 不是有效信用等级，应为 A、B、C、D 之一 (not a credit grade: expected one of A, B, C, D)',  # noqa: E501
         '  第 5 行 set_pressure: "2" 高于设计压力 1.6 MPa (above the design pressure 1.6 MPa (set pressure must not exceed it))',  # noqa: E501
     ]
-    assert lines[7] == '  警告 warning: 第 5 行 lat/lon: "23.1, 13.45" 不在中国境内，请核对（是否把经纬度填反了？） (outside China: please check (latitude and longitude swapped?))'  # noqa: E501
+    assert (
+        lines[7]
+        == '  警告 warning: 第 5 行 lat/lon: "23.1, 13.45" 不在中国境内，请核对（是否把经纬度填反了？） (outside China: please check (latitude and longitude swapped?))'  # noqa: E501
+    )
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Firm)) == 1
 
@@ -264,7 +298,9 @@ def test_encode_point_survives_awkward_tags_on_real_influxdb(influx: Influx) -> 
     store = InfluxStore(influx.url, "semon")  # a fresh InfluxDB: no database yet
     try:
         points = [
-            Point("awkward", {"district": v, "firm": v, "device_id": f"d{i}"}, {"n": i, "s": v}, (i + 1) * 1000, f"d{i}")
+            Point(
+                "awkward", {"district": v, "firm": v, "device_id": f"d{i}"}, {"n": i, "s": v}, (i + 1) * 1000, f"d{i}"
+            )
             for i, v in enumerate(values)
         ]
         for p in points:  # the tag set never holds a line break (a quoted string field may: 1.x keeps it)
@@ -280,7 +316,9 @@ def test_encode_point_survives_awkward_tags_on_real_influxdb(influx: Influx) -> 
         store.close()
 
 
-def test_import_creates_the_database_on_a_fresh_influxdb(influx: Influx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: E501
+def test_import_creates_the_database_on_a_fresh_influxdb(
+    influx: Influx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SEMON_DB_URL", f"sqlite:///{tmp_path}/semon.db")
     monkeypatch.setenv("SEMON_INFLUX_URL", influx.url)
     monkeypatch.setenv("SEMON_INFLUX_DB", "semon")

@@ -71,9 +71,7 @@ def _prefix(p: Point) -> str:
     c = _PREFIXES.get(key)
     if c is not None and c[0] is p.tags:
         return c[1]
-    tags = "".join(
-        f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(p.tags.items()) if v != ""
-    )
+    tags = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(p.tags.items()) if v != "")
     prefix = p.measurement.translate(_MEAS_ESCAPE) + tags
     if p.device_id:
         if len(_PREFIXES) >= PREFIX_CACHE_MAX:
