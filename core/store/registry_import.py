@@ -25,7 +25,6 @@ from semon.contract.topics import DEVICE_ID_RE, KINDS
 from semon.store.db import Database
 from semon.store.models import Device, Firm, UseUnit
 
-LOCAL_TZ = ZoneInfo("Asia/Shanghai")
 DELIMITERS = (",", ";", "\t")
 _DELIMITER_NAMES = {",": "逗号 comma ','", ";": "分号 semicolon ';'", "\t": "制表符 tab"}
 
@@ -486,6 +485,18 @@ def _check_row(plan: Plan, row: int, rec: dict[str, Any], bad: set[str]) -> None
             )
 
 
+def _duplicate(plan: Plan, seen: dict[str, int], row: int, col: str, value: str | None, what: str) -> bool:
+    """Record ``value``'s first row; a repeat is an error naming both rows (True)."""
+    if value is None:
+        return False
+    first = seen.setdefault(value, row)
+    if first != row:
+        plan.errors.append(
+            Problem(row, col, value, f"与第 {first} 行重复", f"duplicate: the same {what} as row {first}")
+        )
+    return first != row
+
+
 def plan_rows(rows: Sequence[Sequence[str]], delimiter: str, limits: Limits, today: date) -> Plan:
     """Validate the parsed rows (``rows[0]`` is the header); every finding goes into the plan."""
     header = rows[0]
@@ -564,32 +575,9 @@ def plan_rows(rows: Sequence[Sequence[str]], delimiter: str, limits: Limits, tod
                 bad.add(col)
                 rec[col] = None
         dev_id = rec.get("id")
-        if dev_id is not None:
-            if dev_id in seen_ids:
-                plan.errors.append(
-                    Problem(
-                        n,
-                        "id",
-                        dev_id,
-                        f"与第 {seen_ids[dev_id]} 行重复",
-                        f"duplicate: the same id as row {seen_ids[dev_id]}",
-                    )
-                )
-                continue
-            seen_ids[dev_id] = n
-        code = rec.get("equipment_code")
-        if code is not None:
-            if code in seen_codes:
-                plan.errors.append(
-                    Problem(
-                        n,
-                        "equipment_code",
-                        code,
-                        f"与第 {seen_codes[code]} 行重复",
-                        f"duplicate: the same code as row {seen_codes[code]}",
-                    )
-                )
-            seen_codes.setdefault(code, n)
+        if _duplicate(plan, seen_ids, n, "id", dev_id, "id"):
+            continue
+        _duplicate(plan, seen_codes, n, "equipment_code", rec.get("equipment_code"), "code")
         _check_row(plan, n, rec, bad)
         if rec.get("firm_id"):
             _owner(plan, plan.firms, rec["firm_id"], FIRM_FIELDS, rec, n, ("维保单位", "firm"))
@@ -674,7 +662,7 @@ def import_registry(
 
     Raises :class:`RegistryImportError` with the full report when anything is wrong; then
     nothing is written. With ``dry_run`` the counts are computed the same way and rolled back.
-    ``today`` (default: the local calendar day, Asia/Shanghai) bounds the dates.
+    ``today`` (default: the calendar day in ``SEMON_REPORT_TIMEZONE``, Asia/Shanghai) bounds the dates.
     """
     name = str(path)
     try:
@@ -693,7 +681,7 @@ def import_registry(
         rows = _split(text, delim)
     except csv.Error as e:  # e.g. a NUL byte
         raise RegistryImportError(f"{name}: 不是可读的 CSV 文件 (not a readable CSV file: {e})") from e
-    plan = plan_rows(rows, delim, limits or Limits(), today or datetime.now(LOCAL_TZ).date())
+    plan = plan_rows(rows, delim, limits or Limits(), today or _local_today())
     result = ImportResult(name, enc, delim, dry_run, warnings=plan.warnings)
     if not plan.errors and dry_run:
         with db.sessions() as s:
@@ -707,6 +695,12 @@ def import_registry(
     if plan.errors:
         raise _report(name, plan)
     return result
+
+
+def _local_today() -> date:
+    from semon.config import get_settings
+
+    return datetime.now(ZoneInfo(get_settings().report_timezone)).date()
 
 
 def _report(name: str, plan: Plan) -> RegistryImportError:
