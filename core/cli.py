@@ -261,11 +261,11 @@ def devices_import(
     try:
         result = import_registry(db, csv, dry_run=dry_run, encoding=encoding, delimiter=delim, limits=limits)
         for line in result.lines():
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         if s.influx_url and not dry_run:
             _sync_device_info(db, s)
     except RegistryImportError as e:
-        console.print(str(e), style="red", markup=False, highlight=False)
+        console.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from e
     finally:
         db.dispose()
@@ -284,7 +284,7 @@ def _sync_device_info(db: Database, s: Settings) -> None:
         console.print(
             f"已导入数据库，但 InfluxDB 的 device_info 未更新 (registry imported, but device_info not written to "
             f"InfluxDB: {e}); InfluxDB 恢复后运行 semon dashboards push (run it when InfluxDB is back)",
-            style="red", markup=False, highlight=False,
+            style="red", markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
         raise typer.Exit(1) from e
     finally:

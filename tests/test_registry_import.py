@@ -259,10 +259,13 @@ def test_cli_exit_codes_and_report(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("SEMON_DB_URL", f"sqlite:///{tmp_path}/semon.db")
     monkeypatch.delenv("SEMON_INFLUX_URL", raising=False)
-    bad = _file(tmp_path, [_row(EL1, lat="123.1")], enc="gbk", sep="\t")
+    bad = _file(tmp_path, [_row(EL1, lat="123.1", firm_credit_grade="Z")], enc="gbk", sep="\t")
     res = CliRunner().invoke(app, ["devices", "import", str(bad)])
     assert res.exit_code == 2, res.output
-    assert '第 2 行 lat: "123.1" 纬度超出范围 -90…90 (latitude out of range -90 to 90)' in res.output
+    assert res.output.splitlines()[1:3] == [  # whole lines, however narrow the terminal
+        '  第 2 行 lat: "123.1" 纬度超出范围 -90…90 (latitude out of range -90 to 90)',
+        '  第 2 行 firm_credit_grade: "Z" 不是有效信用等级，应为 A、B、C、D 之一 (not a credit grade: expected one of A, B, C, D)',  # noqa: E501
+    ]
     assert "Traceback" not in res.output
     good = _file(tmp_path, [EL1], sep="\t")
     res = CliRunner().invoke(app, ["devices", "import", "--dry-run", "--delimiter", "tab", str(good)])
@@ -331,3 +334,49 @@ def test_import_creates_the_database_on_a_fresh_influxdb(
             break
         time.sleep(0.1)
     assert "series" in q["results"][0], q
+
+
+def test_excel_unicode_text_utf16_tabs(db: Database, tmp_path: Path) -> None:
+    r = import_registry(db, _file(tmp_path, GOOD, enc="utf-16", sep="\t"), today=TODAY, dry_run=True)
+    assert (r.encoding, r.delimiter, r.devices.created) == ("utf-16", "\t", 3)
+
+
+def test_unknown_column_is_a_warning_and_facts_need_their_owner(db: Database, tmp_path: Path) -> None:
+    r = import_registry(db, _file(tmp_path, [EL1 + ",x"], header=HEADER + ",备注"), today=TODAY, dry_run=True)
+    assert [str(w) for w in r.warnings] == [
+        '第 1 行: "备注" 未知列，已忽略（见 docs/registry.md 的列名） (unknown column(s), ignored (see the column list in docs/registry.md))'  # noqa: E501
+    ]
+    assert '  警告 warning: 第 1 行: "备注" 未知列' in "\n".join(r.lines())
+    text = _report(db, _file(tmp_path, [_row(EL1, firm_id="")]))
+    assert (
+        "第 2 行 firm_id: 填写了 firm_name, firm_tech_level, firm_credit_grade, firm_credit_score 却没有 firm_id"
+        in text
+    )
+
+
+def test_platform_id_is_reserved_and_the_refusal_writes_nothing(db: Database, tmp_path: Path) -> None:
+    with db.session() as s:
+        s.add(Device(id="semon-platform", kind="platform", attributes={}))
+    text = _report(db, _file(tmp_path, [EL1, _row(EL2, id="semon-platform")]))
+    assert '文件 id: "semon-platform" 是 semon 保留的编号 (is an id semon reserves for itself)' in text
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Firm)) == 0  # the staged firms were rolled back
+
+
+def test_wrong_encoding_override_is_one_line(db: Database, tmp_path: Path) -> None:
+    p = _file(tmp_path, GOOD, enc="gbk")
+    assert _report(db, p, encoding="utf-8").startswith(f"{p}: 第 ")
+    assert _report(db, p, encoding="klingon") == f"{p}: 未知编码 'klingon' (unknown encoding)"
+
+
+def test_influxdb_down_after_import_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.services import free_port
+
+    monkeypatch.setenv("SEMON_DB_URL", f"sqlite:///{tmp_path}/semon.db")
+    monkeypatch.setenv("SEMON_INFLUX_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    res = CliRunner().invoke(app, ["devices", "import", str(_file(tmp_path, GOOD))])
+    assert res.exit_code == 1, res.output
+    assert (
+        "已导入数据库，但 InfluxDB 的 device_info 未更新 (registry imported, but device_info not written" in res.output
+    )
+    assert "Traceback" not in res.output

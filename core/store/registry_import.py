@@ -152,7 +152,7 @@ class _Bad(ValueError):
 
 # -- reading the file --------------------------------------------------------------------------
 def decode(data: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
-    """The text of ``data`` and the encoding used: BOM → utf-8-sig, valid UTF-8 → utf-8, else GB18030."""
+    """The text of ``data`` and the encoding used: a BOM names it, else valid UTF-8 → utf-8, else GB18030."""
     if encoding is not None:
         try:
             return data.decode(encoding), encoding
@@ -160,11 +160,14 @@ def decode(data: bytes, name: str, encoding: str | None = None) -> tuple[str, st
             raise RegistryImportError(f"{name}: 未知编码 {encoding!r} (unknown encoding)") from e
         except UnicodeDecodeError as e:
             raise _undecodable(name, encoding, e) from e
-    if data.startswith(b"\xef\xbb\xbf"):
-        try:
-            return data.decode("utf-8-sig"), "utf-8-sig"
-        except UnicodeDecodeError as e:
-            raise _undecodable(name, "utf-8-sig", e) from e
+    # Excel's "Unicode text" is UTF-16 with a BOM (and tabs); its "CSV UTF-8" is UTF-8 with a BOM.
+    boms = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+    for bom, enc in boms:
+        if data.startswith(bom):
+            try:
+                return data.decode(enc), enc
+            except UnicodeDecodeError as e:
+                raise _undecodable(name, enc, e) from e
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
