@@ -358,7 +358,7 @@ def test_platform_id_is_reserved_and_the_refusal_writes_nothing(db: Database, tm
     with db.session() as s:
         s.add(Device(id="semon-platform", kind="platform", attributes={}))
     text = _report(db, _file(tmp_path, [EL1, _row(EL2, id="semon-platform")]))
-    assert '文件 id: "semon-platform" 是 semon 保留的编号 (is an id semon reserves for itself)' in text
+    assert '第 3 行 id: "semon-platform" 是 semon 保留的编号 (is an id semon reserves for itself)' in text
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Firm)) == 0  # the staged firms were rolled back
 

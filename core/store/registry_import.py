@@ -376,6 +376,7 @@ class Plan:
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    row_of: dict[str, int] = field(default_factory=dict)  # device id → its spreadsheet row
 
 
 def _fmt(v: object) -> str:
@@ -545,7 +546,7 @@ def plan_rows(rows: Sequence[Sequence[str]], delimiter: str, limits: Limits, tod
         )
     plan.columns = set(index)
     parsers = _parsers(limits, today)
-    seen_ids: dict[str, int] = {}
+    seen_ids = plan.row_of
     seen_codes: dict[str, int] = {}
     for n, cells in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in cells):
@@ -628,7 +629,7 @@ def _upsert(
             counts.unchanged += 1
 
 
-def _write(s: Any, plan: Plan, result: ImportResult) -> list[Problem]:
+def _write(s: Any, plan: Plan, result: ImportResult, *, flush: bool = True) -> list[Problem]:
     owner = {k: {a: v for a, v in e.items() if a != "_rows"} for k, e in plan.firms.items()}
     units = {k: {a: v for a, v in e.items() if a != "_rows"} for k, e in plan.units.items()}
     devices: dict[str, dict[str, Any]] = {}
@@ -642,11 +643,13 @@ def _write(s: Any, plan: Plan, result: ImportResult) -> list[Problem]:
     platform = [d for d in _load(s, Device, devices).values() if d.kind not in KINDS]
     if platform:
         return [
-            Problem(None, "id", d.id, "是 semon 保留的编号", "is an id semon reserves for itself") for d in platform
+            Problem(plan.row_of.get(d.id), "id", d.id, "是 semon 保留的编号", "is an id semon reserves for itself")
+            for d in platform
         ]
     _upsert(s, Firm, owner, result.firms, lambda k: {"name": k})
     _upsert(s, UseUnit, units, result.use_units, lambda k: {"name": k})
-    s.flush()  # the devices' foreign keys need their firms and use units
+    if flush:
+        s.flush()  # the devices' foreign keys need their firms and use units
     _upsert(s, Device, devices, result.devices, lambda k: {"attributes": {}})
     return []
 
@@ -687,8 +690,8 @@ def import_registry(
     plan = plan_rows(rows, delim, limits or Limits(), today or _local_today())
     result = ImportResult(name, enc, delim, dry_run, warnings=plan.warnings)
     if not plan.errors and dry_run:
-        with db.sessions() as s:
-            plan.errors = _write(s, plan, result)
+        with db.sessions() as s, s.no_autoflush:  # a dry run sends no INSERT or UPDATE at all
+            plan.errors = _write(s, plan, result, flush=False)
             s.rollback()
     elif not plan.errors:
         with db.session() as s:
