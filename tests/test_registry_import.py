@@ -214,7 +214,12 @@ def test_vessel_pressures(db: Database, tmp_path: Path) -> None:
 
 def test_conflicting_firm_rows_name_both(db: Database, tmp_path: Path) -> None:
     text = _report(db, _file(tmp_path, [EL1, _row(EL2, firm_credit_grade="B")]))
-    assert '第 3 行 firm_credit_grade: "B" 与第 2 行的 "A" 不一致（同一维保单位 F1） (conflicts with row 2' in text
+    assert (
+        '第 3 行 firm_credit_grade: "B" 与第 2 行的 "A" 不一致（同一维保单位 F1） (conflicts with row 2 ("A") for the same firm F1)'  # noqa: E501
+        in text
+    )
+    text = _report(db, _file(tmp_path, [EL1, _row(EL2, use_unit_mgmt_level="5")]))
+    assert '第 3 行 use_unit_mgmt_level: "5" 与第 2 行的 "3" 不一致（同一使用单位 U1）' in text
     # A blank is "not stated", not a conflict: a clerk may fill the firm's facts on one row only.
     import_registry(db, _file(tmp_path, [EL1, _row(EL2, firm_name="", firm_credit_grade="")]), today=TODAY)
 

@@ -407,7 +407,8 @@ def _owner(
                     _fmt(v),
                     f"与第 {first} 行的 {json.dumps(_fmt(entry[attr]), ensure_ascii=False)} 不一致"
                     f"（同一{who[0]} {key}）",
-                    f"conflicts with row {first} ({_fmt(entry[attr])!r}) for the same {who[1]} {key}",
+                    f"conflicts with row {first} ({json.dumps(_fmt(entry[attr]), ensure_ascii=False)}) "
+                    f"for the same {who[1]} {key}",
                 )
             )
         elif attr not in entry:
