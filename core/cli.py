@@ -242,7 +242,8 @@ def devices_import(
     """
     from semon.rules.maintenance.policy import PolicyError, load_policy
     from semon.store.db import Database
-    from semon.store.registry_import import Limits, RegistryImportError, import_registry
+    from semon.store.registry_columns import Limits
+    from semon.store.registry_import import RegistryImportError, import_registry
 
     s = get_settings()
     try:
