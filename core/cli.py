@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,10 @@ from semon.config import get_settings
 from semon.logs import setup_logging
 from semon.rules.hazards.cli import hazards_app, inspections_app
 from semon.rules.maintenance.cli import maintenance_app
+
+if TYPE_CHECKING:
+    from semon.config import Settings
+    from semon.store.db import Database
 
 app = typer.Typer(help="semon — monitoring for elevators and pressure vessels.", no_args_is_help=True)
 devices_app = typer.Typer(help="Equipment registry.", no_args_is_help=True)
@@ -244,31 +248,66 @@ def db_upgrade() -> None:
 
 
 @devices_app.command("import")
-def devices_import(csv: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="registry CSV")]) -> None:
-    """Import (upsert) firms, use units and devices from a registry CSV."""
+def devices_import(
+    csv: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="registry CSV (docs/registry.md)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count, write nothing")] = False,
+    encoding: Annotated[str | None, typer.Option(help="override detection (utf-8, utf-8-sig, gb18030)")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="override sniffing: ',', ';' or 'tab'")] = None,
+) -> None:
+    """Import (upsert) firms, use units and devices from a registry CSV: all rows or none.
+
+    Exit code 2 when the file has any error (every one is listed); nothing is written then.
+    """
+    from semon.rules.maintenance.policy import PolicyError, load_policy
     from semon.store.db import Database
-    from semon.store.registry import RegistryImportError, import_devices_csv
+    from semon.store.registry_columns import Limits
+    from semon.store.registry_import import RegistryImportError, import_registry
 
     s = get_settings()
+    try:
+        p = load_policy()
+    except PolicyError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from e
+    # Grades and level ranges are the maintenance policy's: the import accepts what it scores.
+    limits = Limits(
+        credit_grades=tuple(p.gates.credit_grades),
+        tech_levels=(p.score.firm_tech_level.min_level, p.score.firm_tech_level.max_level),
+        mgmt_levels=(p.score.use_unit_mgmt_level.min_level, p.score.use_unit_mgmt_level.max_level),
+    )
+    delim = {"tab": "\t", "\\t": "\t"}.get(delimiter, delimiter) if delimiter is not None else None
     db = Database(s.db_url)
     try:
-        n = import_devices_csv(db, csv)
-        if s.influx_url:
-            # The boards draw vessel limit lines from the registry ratings kept in InfluxDB.
-            from semon.grafana import sync_device_info
-            from semon.store import open_telemetry
-
-            store = open_telemetry(s)
-            try:
-                sync_device_info(db, store)
-            finally:
-                store.close()
+        result = import_registry(db, csv, dry_run=dry_run, encoding=encoding, delimiter=delim, limits=limits)
+        for line in result.lines():
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if s.influx_url and not dry_run:
+            _sync_device_info(db, s)
     except RegistryImportError as e:
-        console.print(f"[red]{e}[/]")
-        raise typer.Exit(1) from e
+        console.print(str(e), style="red", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from e
     finally:
         db.dispose()
-    console.print(f"imported {n['devices']} devices, {n['firms']} firms, {n['use_units']} use units")
+
+
+def _sync_device_info(db: Database, s: Settings) -> None:
+    """The boards draw vessel limit lines from the registry ratings kept in InfluxDB."""
+    from semon.grafana import sync_device_info
+    from semon.store import open_telemetry
+    from semon.store.telemetry import TelemetryUnavailable
+
+    store = open_telemetry(s)
+    try:
+        sync_device_info(db, store)
+    except TelemetryUnavailable as e:
+        console.print(
+            f"已导入数据库，但 InfluxDB 的 device_info 未更新 (registry imported, but device_info not written to "
+            f"InfluxDB: {e}); InfluxDB 恢复后运行 semon dashboards push (run it when InfluxDB is back)",
+            style="red", markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(1) from e
+    finally:
+        store.close()
 
 
 @app.command()

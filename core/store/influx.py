@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,8 +18,31 @@ from semon.store.telemetry import FieldValue, Point, TelemetryUnavailable
 
 log = logging.getLogger(__name__)
 
-_TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\="})
-_MEAS_ESCAPE = str.maketrans({",": r"\,", " ": r"\ "})
+# Line protocol has no escape for a line break, so a control character (C0, DEL, C1) in a tag
+# or a measurement would end the line and corrupt the batch: each becomes an (escaped) space. A
+# lone surrogate cannot be encoded as UTF-8 at all: it becomes U+FFFD. The registry import
+# refuses such values; this is the guard for every other way a value can reach a tag.
+_UNSAFE = {c: r"\ " for c in (*range(0x20), *range(0x7F, 0xA0))} | {c: "\ufffd" for c in range(0xD800, 0xE000)}
+_TAG_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", **_UNSAFE})
+_MEAS_ESCAPE = str.maketrans({",": r"\,", " ": r"\ ", **_UNSAFE})
+# InfluxDB reads a backslash at the end of a tag key or value as escaping the delimiter after it
+# (1.x answers "invalid tag format" whatever the number of backslashes), so a trailing run of
+# backslashes cannot be written as such: each becomes a FULLWIDTH REVERSE SOLIDUS (＼).
+_TRAILING_BACKSLASHES = re.compile(r"\\+$")
+
+
+# Most values need nothing: one regex scan decides, as translate() with the large table above is
+# several times slower than the scan.
+_NEEDS_ESCAPE = re.compile(r"[,= \\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def escape_tag(v: str) -> str:
+    """A tag key or value escaped for line protocol; no value can end the line or the tag set."""
+    if _NEEDS_ESCAPE.search(v) is None:
+        return v
+    if v.endswith("\\"):
+        v = _TRAILING_BACKSLASHES.sub(lambda m: "\uff3c" * len(m.group()), v)
+    return v.translate(_TAG_ESCAPE)
 
 
 def _field(v: FieldValue) -> str:
@@ -54,9 +78,7 @@ def _prefix(p: Point) -> str:
     c = _PREFIXES.get(key)
     if c is not None and c[0] is p.tags:
         return c[1]
-    tags = "".join(
-        f",{k.translate(_TAG_ESCAPE)}={v.translate(_TAG_ESCAPE)}" for k, v in sorted(p.tags.items()) if v != ""
-    )
+    tags = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(p.tags.items()) if v != "")
     prefix = p.measurement.translate(_MEAS_ESCAPE) + tags
     if p.device_id:
         if len(_PREFIXES) >= PREFIX_CACHE_MAX:
@@ -68,7 +90,7 @@ def _prefix(p: Point) -> str:
 def _key(k: str) -> str:
     ek = _KEYS.get(k)
     if ek is None:
-        ek = k.translate(_TAG_ESCAPE)
+        ek = escape_tag(k)
         if len(_KEYS) < 10_000:  # field names come from the contract: a handful
             _KEYS[k] = ek
     return ek
@@ -196,16 +218,17 @@ class InfluxStore:
             return self.write_encoded(b"\n".join(lines[:mid])) + self.write_encoded(b"\n".join(lines[mid:]))
 
     def write_lines(self, body: bytes) -> None:
-        """POST a line-protocol body (gzip); 2xx means InfluxDB has it durably in its WAL."""
-        try:
-            r = self._http.post(
-                "/write",
-                params={"db": self.db, "precision": "ns"},
-                content=gzip.compress(body, 1),
-                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
-            )
-        except httpx.HTTPError as e:
-            raise TelemetryUnavailable(f"InfluxDB write failed: {e.__class__.__name__}: {e}") from e
+        """POST a line-protocol body (gzip); 2xx means InfluxDB has it durably in its WAL.
+
+        A fresh InfluxDB 1.x has no database: the first write that meets 404 "database not
+        found" creates it (:meth:`ensure_database`) and is sent once more, so whichever writes
+        first (collector, registry import, board sync) needs no setup step of its own.
+        """
+        gz = gzip.compress(body, 1)
+        r = self._post_write(gz)
+        if r.status_code == 404 and "database not found" in r.text:
+            self.ensure_database()
+            r = self._post_write(gz)
         if r.status_code == 204 or r.status_code == 200:
             return
         if r.status_code == 400:
@@ -213,6 +236,17 @@ class InfluxStore:
             # retried; the collector turns it into dead letters instead.
             raise InfluxBadRequest(r.text[:500])
         raise TelemetryUnavailable(f"InfluxDB write answered {r.status_code}: {r.text[:300]}")
+
+    def _post_write(self, gz: bytes) -> httpx.Response:
+        try:
+            return self._http.post(
+                "/write",
+                params={"db": self.db, "precision": "ns"},
+                content=gz,
+                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
+            )
+        except httpx.HTTPError as e:
+            raise TelemetryUnavailable(f"InfluxDB write failed: {e.__class__.__name__}: {e}") from e
 
     # -- querying ------------------------------------------------------------------------
     def influxql(self, q: str, *, method: str = "GET") -> list[dict[str, Any]]:
@@ -245,7 +279,11 @@ class InfluxStore:
         return out
 
     def ensure_database(self) -> None:
-        """``CREATE DATABASE`` on 1.x; on 2.x/3.x the bucket/DBRP is provisioned outside."""
+        """``CREATE DATABASE`` on 1.x (idempotent); on 2.x/3.x the bucket/DBRP is provisioned outside.
+
+        The one place the database is created: the collector calls it at start, and
+        :meth:`write_lines` calls it when a write meets a missing database.
+        """
         try:
             self.influxql(f"CREATE DATABASE {quote_ident(self.db)}", method="POST")
         except (InfluxError, TelemetryUnavailable, orjson.JSONDecodeError) as e:

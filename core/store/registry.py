@@ -1,147 +1,20 @@
-"""Equipment registry: CSV import (pandas) and the in-memory view collectors use."""
+"""Equipment registry: the in-memory view collectors use (the CSV import is registry_import.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import select, text
 
-from semon.contract.topics import DEVICE_ID_RE, KINDS
 from semon.store.db import Database
-from semon.store.models import Device, Firm, UseUnit
+from semon.store.models import Device
 
-REQUIRED_COLUMNS = ("id", "kind")
-DEVICE_COLUMNS = (
-    "equipment_code", "district", "address", "lat", "lon", "firm_id", "use_unit_id", "install_date",
-    "rated_speed", "floors", "bottom_floor", "design_pressure", "set_pressure", "design_temperature", "medium",
-    "max_working_pressure",
-)  # fmt: skip
-_INT_COLUMNS = {"floors", "bottom_floor"}
-_FLOAT_COLUMNS = {
-    "lat", "lon", "rated_speed", "design_pressure", "set_pressure", "design_temperature", "max_working_pressure",
-}  # fmt: skip
+# The import lives in its own module; these names stay importable from here for its callers.
+from semon.store.registry_import import RegistryImportError, import_devices_csv, import_registry
 
-
-class RegistryImportError(ValueError):
-    """The CSV cannot be imported; the message names the rows and columns at fault."""
-
-
-def _clean(v: object) -> object:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT or v == "":
-        return None
-    return v
-
-
-def _check_code(code: str | None) -> str | None:
-    """Equipment code: 18-char 设备代码 (TSG 08-2017) or 20-digit legacy 注册代码 (domain.md §3)."""
-    if code is None:
-        return None
-    code = str(code).strip()
-    if len(code) == 18 and code[:4].isdigit() and code[9:13].isdigit():
-        return code
-    if len(code) == 20 and code.isdigit():
-        return code
-    raise ValueError(f"equipment_code {code!r} is neither an 18-char device code nor a 20-digit registration code")
-
-
-def import_devices_csv(db: Database, path: Path | str) -> dict[str, int]:
-    """Upsert firms, use units and devices from a registry CSV; return counts.
-
-    Every row is validated first and all errors are reported together; nothing is written
-    unless the whole file is valid (a half-imported registry is worse than none).
-    """
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise RegistryImportError(f"{path}: missing column(s) {', '.join(missing)}")
-    errors: list[str] = []
-    devices: list[dict[str, object]] = []
-    firms: dict[str, dict[str, object]] = {}
-    units: dict[str, dict[str, object]] = {}
-    for i, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
-        try:
-            rec = _device_record(row)
-        except ValueError as e:
-            errors.append(f"line {i}: {e}")
-            continue
-        devices.append(rec)
-        if rec["firm_id"]:
-            firms[str(rec["firm_id"])] = {
-                "id": rec["firm_id"],
-                "name": _clean(row.get("firm_name")) or rec["firm_id"],
-                "tech_level": _opt_int(row.get("firm_tech_level")),
-                "credit_grade": _clean(row.get("firm_credit_grade")),
-                "credit_score": _opt_float(row.get("firm_credit_score")),
-            }
-        if rec["use_unit_id"]:
-            units[str(rec["use_unit_id"])] = {
-                "id": rec["use_unit_id"],
-                "name": _clean(row.get("use_unit_name")) or rec["use_unit_id"],
-                "mgmt_level": _opt_int(row.get("use_unit_mgmt_level")),
-            }
-    if errors:
-        shown = "\n  ".join(errors[:50])
-        more = f"\n  … and {len(errors) - 50} more" if len(errors) > 50 else ""
-        raise RegistryImportError(f"{path}: {len(errors)} invalid row(s):\n  {shown}{more}")
-    with db.session() as s:
-        for f in firms.values():
-            s.merge(Firm(**f))
-        for u in units.values():
-            s.merge(UseUnit(**u))
-        s.flush()
-        for d in devices:
-            s.merge(Device(**d))
-    return {"devices": len(devices), "firms": len(firms), "use_units": len(units)}
-
-
-def _opt_int(v: object) -> int | None:
-    v = _clean(v)
-    return None if v is None else int(float(str(v)))
-
-
-def _opt_float(v: object) -> float | None:
-    v = _clean(v)
-    if v is None:
-        return None
-    f = float(str(v))
-    if not math.isfinite(f):
-        raise ValueError(f"value {v!r} is not a finite number")
-    return f
-
-
-def _device_record(row: dict[str, str]) -> dict[str, object]:
-    dev_id = str(row["id"]).strip()
-    if not DEVICE_ID_RE.fullmatch(dev_id):
-        raise ValueError(f"id {dev_id!r} must match {DEVICE_ID_RE.pattern}")
-    kind = str(row["kind"]).strip()
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
-    rec: dict[str, object] = {"id": dev_id, "kind": kind, "attributes": {}}
-    for col in DEVICE_COLUMNS:
-        raw = row.get(col)
-        try:
-            if col in _INT_COLUMNS:
-                rec[col] = _opt_int(raw)
-            elif col in _FLOAT_COLUMNS:
-                rec[col] = _opt_float(raw)
-            elif col == "install_date":
-                v = _clean(raw)
-                rec[col] = None if v is None else date.fromisoformat(str(v))
-            elif col == "equipment_code":
-                rec[col] = _check_code(_clean(raw))  # type: ignore[arg-type]
-            else:
-                v = _clean(raw)
-                rec[col] = None if v is None else str(v).strip()
-        except ValueError as e:
-            raise ValueError(f"column {col}: {e}") from e
-    if kind == "vessel" and rec["set_pressure"] is None:
-        raise ValueError("vessel needs set_pressure (MPa) — the overpressure rule depends on it")
-    return rec
+__all__ = ["DeviceInfo", "RegistryImportError", "import_devices_csv", "import_registry", "load_registry",
+           "registry_fingerprint"]  # fmt: skip
 
 
 # Set pressure is 1.05–1.10 × working pressure (domain.md §5): with no maximum working pressure
