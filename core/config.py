@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     rescue_alarm_types: list[str] = ["trapped_passenger"]
     rescue_arrival_limit_s: float = Field(1800.0, gt=0)
     rescue_response_limit_s: float = Field(180.0, gt=0)
+    # Non-public networks (comma-separated CIDRs) that webhook and channel targets may reach
+    # anyway, e.g. an internal receiver; every other target must resolve to global addresses.
+    webhook_allow_nets: str = ""
+    # Fernet key (urlsafe base64 of 32 bytes, `Fernet.generate_key()`) sealing webhook and channel
+    # secrets at rest; required once any exists.
+    secret_key: str | None = Field(None, repr=False)
+    # Extra CA bundle (PEM) trusted for channel TLS (SMTP STARTTLS, a private relay).
+    notify_ca_file: str | None = None
     # Pipeline canary (docs/alerts.md): `semon api` / `semon deliver` ping every collector through
     # the broker each interval; no echo from one for the timeout raises "monitoring degraded".
     canary_enabled: bool = True

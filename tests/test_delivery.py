@@ -43,6 +43,7 @@ from tests.test_delivery_helpers import (
     auth,
     body,
     raise_alarm,
+    sealed,
     signed_ok,
     two_firm_registry,
 )
@@ -230,7 +231,7 @@ def _settings(db: Database, **kw: object) -> Settings:
 def _webhook(db: Database, url: str, firm: str | None = "F001", **kw: object) -> Webhook:
     now = datetime.now(UTC) - timedelta(seconds=1)
     with db.session() as s:
-        w = Webhook(firm_id=firm, url=url, secret="s" * 32, active=True, description="", created_by="t",
+        w = Webhook(firm_id=firm, url=url, secret=sealed("s" * 32), active=True, description="", created_by="t",
                     created_at=now, updated_at=now, **kw)  # fmt: skip
         s.add(w)
         s.flush()
