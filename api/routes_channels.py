@@ -146,7 +146,10 @@ def _address(request: Request, kind: str, url: str | None, settings: dict[str, A
         address = smtp_url(settings)
     else:
         address = url or str(CHANNELS[kind].default_url)
-    target_refused(request, address, ("body", "settings", "host") if kind == "email" else ("body", "url"))
+    if kind == "email":
+        target_refused(request, address, ("body", "settings", "host"), ("smtp",))
+    else:
+        target_refused(request, address)
     return address
 
 

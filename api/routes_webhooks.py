@@ -220,10 +220,12 @@ def _delivery(d: WebhookDelivery) -> DeliveryOut:
     )  # fmt: skip
 
 
-def target_refused(request: Request, url: str, loc: tuple[str, ...] = ("body", "url")) -> None:
+def target_refused(
+    request: Request, url: str, loc: tuple[str, ...] = ("body", "url"), schemes: tuple[str, ...] = ("http", "https")
+) -> None:
     """422 unless ``url`` passes the target check (semon.notify.targets) under the operator's policy."""
     try:
-        check_target(url, TargetPolicy.from_settings(request.app.state.settings))
+        check_target(url, TargetPolicy.from_settings(request.app.state.settings), schemes)
     except TargetRefused as e:
         raise ProblemException(
             422, str(e), slug="webhook-target-refused", title="Webhook URL refused",

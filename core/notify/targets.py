@@ -156,9 +156,9 @@ def resolve(url: str, policy: TargetPolicy, schemes: tuple[str, ...] = ("http", 
     return Pinned(parts.scheme, host, port, addrs[0], target)
 
 
-def check_target(url: str, policy: TargetPolicy) -> None:
+def check_target(url: str, policy: TargetPolicy, schemes: tuple[str, ...] = ("http", "https")) -> None:
     """Refuse a URL that :func:`resolve` refuses (checked when a target is saved)."""
-    resolve(url, policy)
+    resolve(url, policy, schemes)
 
 
 def post_pinned(

@@ -48,7 +48,10 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     """Certificate-checking TLS context: system CAs plus ``SEMON_NOTIFY_CA_FILE``."""
     ctx = ssl.create_default_context()
     if ca_file:
-        ctx.load_verify_locations(ca_file)
+        try:
+            ctx.load_verify_locations(ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"SEMON_NOTIFY_CA_FILE: cannot load {ca_file}: {e}") from e
     return ctx
 
 
