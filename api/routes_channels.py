@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import delete
 
 from semon.api.auth import AccessDep, PrincipalDep
 from semon.api.deps import Limit, Offset
@@ -30,10 +29,12 @@ from semon.api.routes_webhooks import (
     Redelivered,
     RedeliverIn,
     Severity,
-    _check_events,
+    check_events,
     deliveries_page,
     delivery_counts,
+    remove,
     seal,
+    subscriber,
     target_refused,
 )
 from semon.api.schemas import PageMeta, UtcDatetime
@@ -41,10 +42,8 @@ from semon.contract.schema_export import ALARM_EVENTS
 from semon.notify import outbox
 from semon.notify.channels import CHANNELS
 from semon.notify.channels.email import smtp_url
-from semon.notify.webhooks import audience, owner_of, webhook, webhooks
-from semon.store.access import NotVisible
-from semon.store.models import Firm, UseUnit
-from semon.store.notify_models import Webhook, WebhookDelivery
+from semon.notify.webhooks import audience, webhook, webhooks
+from semon.store.notify_models import Webhook
 
 router = APIRouter(prefix="/channels", tags=["channels"])
 
@@ -81,7 +80,7 @@ class ChannelIn(BaseModel):
     firm_id: str | None = Field(None, max_length=64, description="regulator only: on behalf of this firm")
     use_unit_id: str | None = Field(None, max_length=64, description="regulator only: on behalf of this owner")
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class ChannelPatch(BaseModel):
@@ -96,7 +95,7 @@ class ChannelPatch(BaseModel):
     settings: dict[str, Any] | None = None
     credentials: dict[str, Any] | None = None
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class ChannelOut(BaseModel):
@@ -180,17 +179,7 @@ ChannelId = Annotated[int, Path(ge=1, le=2**63 - 1, description="channel id", ex
 def create_channel(request: Request, access: AccessDep, who: PrincipalDep, body: ChannelIn) -> ChannelOut:
     """Add a WeCom / DingTalk / e-mail / SMS channel for the caller (the regulator: for itself or
     a firm or owner it names), for the severities listed."""
-    if not who.is_regulator and (body.firm_id or body.use_unit_id):
-        raise ProblemException(422, "only the regulator adds channels on behalf of a firm or owner",
-                               slug="invalid-parameter", title="Invalid request parameter")  # fmt: skip
-    try:
-        firm_id, use_unit_id = owner_of(who, body.firm_id, body.use_unit_id)
-    except ValueError as e:
-        raise ProblemException(422, str(e), slug="invalid-parameter", title="Invalid request parameter") from e
-    if firm_id and access.s.get(Firm, firm_id) is None:
-        raise NotVisible("firm", firm_id)
-    if use_unit_id and access.s.get(UseUnit, use_unit_id) is None:
-        raise NotVisible("use unit", use_unit_id)
+    firm_id, use_unit_id = subscriber(access, who, body.firm_id, body.use_unit_id)
     settings = _valid(body.kind, "settings", body.settings)
     credentials = _valid(body.kind, "credentials", body.credentials)
     url = _address(request, body.kind, body.url, settings)
@@ -280,7 +269,4 @@ def update_channel(request: Request, access: AccessDep, channel_id: ChannelId, b
 @router.delete("/{channel_id}", status_code=204, summary="Delete an alert channel", responses=_C404)
 def delete_channel(access: AccessDep, channel_id: ChannelId) -> Response:
     """Remove a channel and its delivery history."""
-    w = webhook(access, channel_id, channels=True)
-    access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
-    access.s.execute(delete(Webhook).where(Webhook.id == w.id))
-    return Response(status_code=204)
+    return remove(access, webhook(access, channel_id, channels=True))

@@ -35,7 +35,7 @@ from semon.notify.webhooks import (
     webhook,
     webhooks,
 )
-from semon.store.access import Access, NotVisible
+from semon.store.access import Access, NotVisible, Principal
 from semon.store.models import Firm, UseUnit
 from semon.store.notify_models import Webhook, WebhookDelivery
 
@@ -45,7 +45,8 @@ Severity = Literal["critical", "major", "minor", "warning"]
 _EXAMPLE_IN = {"url": "https://ops.f001.example/semon-hook", "min_severity": "major", "description": "dispatch desk"}
 
 
-def _check_events(v: list[str] | None) -> list[str] | None:
+def check_events(v: list[str] | None) -> list[str] | None:
+    """Validator of an ``events`` filter: only known transition names."""
     if v is not None:
         unknown = sorted(set(v) - set(ALARM_EVENTS))
         if unknown:
@@ -71,7 +72,7 @@ class WebhookIn(BaseModel):
     firm_id: str | None = Field(None, max_length=64, description="regulator only: subscribe on behalf of this firm")
     use_unit_id: str | None = Field(None, max_length=64, description="regulator only: on behalf of this owner")
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class WebhookPatch(BaseModel):
@@ -85,7 +86,7 @@ class WebhookPatch(BaseModel):
     events: list[str] | None = Field(None, max_length=len(ALARM_EVENTS))
     description: str | None = Field(None, max_length=200)
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class DeliveryCounts(BaseModel):
@@ -233,6 +234,34 @@ def target_refused(
         ) from e  # fmt: skip
 
 
+def subscriber(
+    access: Access, who: Principal, firm_id: str | None, use_unit_id: str | None
+) -> tuple[str | None, str | None]:
+    """Whose a new webhook or channel is (firm, owner; both None = the regulator's): 422 when a
+    firm or owner names someone else, 404 for an unknown firm or owner."""
+    if not who.is_regulator and (firm_id or use_unit_id):
+        raise ProblemException(
+            422, "only the regulator subscribes on behalf of a firm or owner", slug="invalid-parameter",
+            title="Invalid request parameter",
+        )  # fmt: skip
+    try:
+        firm_id, use_unit_id = owner_of(who, firm_id, use_unit_id)
+    except ValueError as e:
+        raise ProblemException(422, str(e), slug="invalid-parameter", title="Invalid request parameter") from e
+    if firm_id and access.s.get(Firm, firm_id) is None:
+        raise NotVisible("firm", firm_id)
+    if use_unit_id and access.s.get(UseUnit, use_unit_id) is None:
+        raise NotVisible("use unit", use_unit_id)
+    return firm_id, use_unit_id
+
+
+def remove(access: Access, w: Webhook) -> Response:
+    """Delete a webhook or channel with its delivery history (204)."""
+    access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
+    access.s.execute(delete(Webhook).where(Webhook.id == w.id))
+    return Response(status_code=204)
+
+
 def seal(request: Request, secret: str) -> str:
     """A secret as stored; 503 in one line when ``SEMON_SECRET_KEY`` is missing."""
     try:
@@ -255,19 +284,7 @@ WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id", ex
 )
 def create_webhook(request: Request, access: AccessDep, who: PrincipalDep, body: WebhookIn) -> WebhookCreated:
     """Subscribe an endpoint to alarm transitions; the response carries the signing secret once."""
-    if not who.is_regulator and (body.firm_id or body.use_unit_id):
-        raise ProblemException(
-            422, "only the regulator subscribes on behalf of a firm or owner", slug="invalid-parameter",
-            title="Invalid request parameter",
-        )  # fmt: skip
-    try:
-        firm_id, use_unit_id = owner_of(who, body.firm_id, body.use_unit_id)
-    except ValueError as e:
-        raise ProblemException(422, str(e), slug="invalid-parameter", title="Invalid request parameter") from e
-    if firm_id and access.s.get(Firm, firm_id) is None:
-        raise NotVisible("firm", firm_id)
-    if use_unit_id and access.s.get(UseUnit, use_unit_id) is None:
-        raise NotVisible("use unit", use_unit_id)
+    firm_id, use_unit_id = subscriber(access, who, body.firm_id, body.use_unit_id)
     target_refused(request, body.url)
     events = body.events
     if events is None and firm_id is None and use_unit_id is None:
@@ -414,7 +431,4 @@ def update_webhook(request: Request, access: AccessDep, webhook_id: WebhookId, b
 @router.delete("/{webhook_id}", status_code=204, summary="Delete a webhook", responses=_W404)
 def delete_webhook(access: AccessDep, webhook_id: WebhookId) -> Response:
     """Remove a subscription and its delivery history."""
-    w = webhook(access, webhook_id)
-    access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
-    access.s.execute(delete(Webhook).where(Webhook.id == w.id))
-    return Response(status_code=204)
+    return remove(access, webhook(access, webhook_id))
