@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     canary_timeout_s: float = Field(20.0, gt=0)
     # Calendar of KPI periods (day / week / month boundaries).
     report_timezone: str = "Asia/Shanghai"
+
+    @field_validator("webhook_allow_nets")
+    @classmethod
+    def _allow_nets(cls, v: str) -> str:
+        """Every entry a CIDR network, so a typo is a start-up error, not a refused receiver."""
+        from semon.notify.targets import parse_nets  # the one parser of the list (imports httpx)
+
+        parse_nets(v)
+        return v
 
     @cached_property
     def spool_path(self) -> Path:
