@@ -63,7 +63,7 @@ def test_public_addresses_pass_and_the_allow_list_opens_only_what_it_names():
         parse_nets("127.0.0.0/8,nope")
     with pytest.raises(ValueError, match="SEMON_WEBHOOK_ALLOW_NETS: 'nope'"):  # at start, from the environment
         Settings(webhook_allow_nets="nope")
-    for url in ("ftp://x.example/", "http://user:pw@x.example/", "smtp://x.example/"):
+    for url in ("ftp://x.example/", "http://user:pw@x.example/", "smtp://x.example/", "http://[::1", "http://x:99999/"):
         with pytest.raises(TargetRefused):
             resolve(url, TargetPolicy())
 

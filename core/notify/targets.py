@@ -134,16 +134,17 @@ def resolve(url: str, policy: TargetPolicy, schemes: tuple[str, ...] = ("http", 
     Every address the name has must pass, not only the one used: otherwise the client's own
     resolver (or a retry) could pick the internal one.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in schemes or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port out of range or not a number
+        host = parts.hostname
+    except ValueError as e:  # "http://[::1" and the like
+        raise TargetRefused(f"not a valid URL: {e}") from e
+    if parts.scheme not in schemes or not host:
         raise TargetRefused(f"the URL must be {' or '.join(s + '://' for s in schemes)} with a host")
     if parts.username or parts.password:
         raise TargetRefused("credentials in the URL are not allowed")
-    try:
-        port = parts.port or {"http": 80, "https": 443, "smtp": 587}[parts.scheme]
-    except ValueError as e:
-        raise TargetRefused(f"bad port in {url!r}") from e
-    host = parts.hostname
+    port = port or {"http": 80, "https": 443, "smtp": 587}[parts.scheme]
     addrs = _addresses(host, port)
     if not addrs:
         raise TargetRefused(f"{host} has no address")

@@ -29,7 +29,9 @@ class EmailSettings(BaseModel):
     """The relay, the sender and the recipients."""
 
     model_config = ConfigDict(extra="forbid")
-    host: str = Field(min_length=1, max_length=253, description="SMTP relay (submission) host")
+    host: str = Field(
+        min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:-]+$", description="SMTP relay (submission) host name"
+    )
     port: int = Field(587, ge=1, le=65535)
     username: str | None = Field(None, max_length=200)
     sender: Address
