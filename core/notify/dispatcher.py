@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 import semon
 from semon.config import Settings
@@ -73,7 +74,11 @@ class Dispatcher:
         types = list(settings.rescue_alarm_types)
         self.scanner = Scanner(db, settings, hooks=[lambda s, ev, a: open_rescue(s, ev, a, types)])
         self.sealer = Sealer(settings.secret_key)
-        check_secret_key(db, self.sealer)
+        self._key_ok = False
+        try:
+            self._check_key()
+        except SQLAlchemyError:  # the database is away: start anyway (alarms wait), check later
+            log.warning("dispatcher: database unavailable, SEMON_SECRET_KEY is checked once it is back")
         self.policy = TargetPolicy.from_settings(settings)
         self.http = httpx.Client(
             timeout=settings.webhook_timeout_s,
@@ -99,8 +104,17 @@ class Dispatcher:
         work += self.deliver()
         return work
 
+    def _check_key(self) -> None:
+        check_secret_key(self.db, self.sealer)
+        self._key_ok = True
+
     def deliver(self) -> int:
-        """Claim due deliveries and send them; returns how many were claimed."""
+        """Claim due deliveries and send them; returns how many were claimed.
+
+        Nothing is claimed while the key does not open the stored secrets: the deliveries stay
+        pending (not burnt to dead) and each round logs the one-line reason."""
+        if not self._key_ok:
+            self._check_key()
         claimed = claim(self.db, self.settings.webhook_concurrency * CLAIM_PER_WORKER, self.lease_s)
         if not claimed:
             return 0
