@@ -14,6 +14,7 @@ import semon
 from semon.api import board as board_routes
 from semon.api import (
     routes_alarms,
+    routes_channels,
     routes_dead_letters,
     routes_devices,
     routes_hazards,
@@ -58,6 +59,7 @@ TAGS = [
     {"name": "dead letters", "description": "Rejected inbound messages."},
     {"name": "operations", "description": "Health and metrics."},
     {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator (docs/alerts.md)."},
+    {"name": "channels", "description": "告警通道 Alert channels: WeCom, DingTalk, e-mail, SMS (docs/alerts.md)."},
     {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs."},
     {"name": "hazards", "description": "Hidden hazards to closure, risk grades, the inspection draw, indicators."},
 ]
@@ -139,6 +141,7 @@ def create_app(
     for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters, routes_keys):
         app.include_router(module.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_channels.router)
     app.include_router(routes_rescues.router)
     app.include_router(routes_maintenance.router)
     app.include_router(routes_hazards.router)

@@ -24,18 +24,18 @@ from semon.api.problems import ProblemException
 from semon.api.schemas import PageMeta, UtcDatetime
 from semon.contract.schema_export import ALARM_EVENTS
 from semon.notify import outbox
+from semon.notify.sealed import Sealer, SecretKeyError
+from semon.notify.targets import TargetPolicy, TargetRefused, check_target
 from semon.notify.webhooks import (
     REGULATOR_DEFAULT_EVENTS,
-    TargetRefused,
     audience,
-    check_target,
     idempotency_key,
     new_secret,
     owner_of,
     webhook,
     webhooks,
 )
-from semon.store.access import Access, NotVisible
+from semon.store.access import Access, NotVisible, Principal
 from semon.store.models import Firm, UseUnit
 from semon.store.notify_models import Webhook, WebhookDelivery
 
@@ -45,7 +45,8 @@ Severity = Literal["critical", "major", "minor", "warning"]
 _EXAMPLE_IN = {"url": "https://ops.f001.example/semon-hook", "min_severity": "major", "description": "dispatch desk"}
 
 
-def _check_events(v: list[str] | None) -> list[str] | None:
+def check_events(v: list[str] | None) -> list[str] | None:
+    """Validator of an ``events`` filter: only known transition names."""
     if v is not None:
         unknown = sorted(set(v) - set(ALARM_EVENTS))
         if unknown:
@@ -71,7 +72,7 @@ class WebhookIn(BaseModel):
     firm_id: str | None = Field(None, max_length=64, description="regulator only: subscribe on behalf of this firm")
     use_unit_id: str | None = Field(None, max_length=64, description="regulator only: on behalf of this owner")
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class WebhookPatch(BaseModel):
@@ -85,7 +86,7 @@ class WebhookPatch(BaseModel):
     events: list[str] | None = Field(None, max_length=len(ALARM_EVENTS))
     description: str | None = Field(None, max_length=200)
 
-    _events = field_validator("events")(_check_events)
+    _events = field_validator("events")(check_events)
 
 
 class DeliveryCounts(BaseModel):
@@ -191,7 +192,8 @@ class Redelivered(BaseModel):
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _counts(access: Access, ids: list[int]) -> dict[int, DeliveryCounts]:
+def delivery_counts(access: Access, ids: list[int]) -> dict[int, DeliveryCounts]:
+    """Deliveries by status of each webhook or channel id."""
     out = {i: DeliveryCounts() for i in ids}
     if ids:
         rows = access.s.execute(
@@ -219,14 +221,53 @@ def _delivery(d: WebhookDelivery) -> DeliveryOut:
     )  # fmt: skip
 
 
-def _target(request: Request, url: str) -> None:
+def target_refused(
+    request: Request, url: str, loc: tuple[str, ...] = ("body", "url"), schemes: tuple[str, ...] = ("http", "https")
+) -> None:
+    """422 unless ``url`` passes the target check (semon.notify.targets) under the operator's policy."""
     try:
-        check_target(url, request.app.state.settings.webhook_allow_private)
+        check_target(url, TargetPolicy.from_settings(request.app.state.settings), schemes)
     except TargetRefused as e:
         raise ProblemException(
             422, str(e), slug="webhook-target-refused", title="Webhook URL refused",
-            extra={"errors": [{"loc": ["body", "url"], "msg": str(e)}]},
+            extra={"errors": [{"loc": list(loc), "msg": str(e)}]},
         ) from e  # fmt: skip
+
+
+def subscriber(
+    access: Access, who: Principal, firm_id: str | None, use_unit_id: str | None
+) -> tuple[str | None, str | None]:
+    """Whose a new webhook or channel is (firm, owner; both None = the regulator's): 422 when a
+    firm or owner names someone else, 404 for an unknown firm or owner."""
+    if not who.is_regulator and (firm_id or use_unit_id):
+        raise ProblemException(
+            422, "only the regulator subscribes on behalf of a firm or owner", slug="invalid-parameter",
+            title="Invalid request parameter",
+        )  # fmt: skip
+    try:
+        firm_id, use_unit_id = owner_of(who, firm_id, use_unit_id)
+    except ValueError as e:
+        raise ProblemException(422, str(e), slug="invalid-parameter", title="Invalid request parameter") from e
+    if firm_id and access.s.get(Firm, firm_id) is None:
+        raise NotVisible("firm", firm_id)
+    if use_unit_id and access.s.get(UseUnit, use_unit_id) is None:
+        raise NotVisible("use unit", use_unit_id)
+    return firm_id, use_unit_id
+
+
+def remove(access: Access, w: Webhook) -> Response:
+    """Delete a webhook or channel with its delivery history (204)."""
+    access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
+    access.s.execute(delete(Webhook).where(Webhook.id == w.id))
+    return Response(status_code=204)
+
+
+def seal(request: Request, secret: str) -> str:
+    """A secret as stored; 503 in one line when ``SEMON_SECRET_KEY`` is missing."""
+    try:
+        return Sealer(request.app.state.settings.secret_key).seal(secret)
+    except SecretKeyError as e:
+        raise ProblemException(503, str(e), slug="secret-key-missing", title="Secrets cannot be stored") from e
 
 
 _W404 = problem_responses({404: "unknown webhook"})
@@ -243,32 +284,21 @@ WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id", ex
 )
 def create_webhook(request: Request, access: AccessDep, who: PrincipalDep, body: WebhookIn) -> WebhookCreated:
     """Subscribe an endpoint to alarm transitions; the response carries the signing secret once."""
-    if not who.is_regulator and (body.firm_id or body.use_unit_id):
-        raise ProblemException(
-            422, "only the regulator subscribes on behalf of a firm or owner", slug="invalid-parameter",
-            title="Invalid request parameter",
-        )  # fmt: skip
-    try:
-        firm_id, use_unit_id = owner_of(who, body.firm_id, body.use_unit_id)
-    except ValueError as e:
-        raise ProblemException(422, str(e), slug="invalid-parameter", title="Invalid request parameter") from e
-    if firm_id and access.s.get(Firm, firm_id) is None:
-        raise NotVisible("firm", firm_id)
-    if use_unit_id and access.s.get(UseUnit, use_unit_id) is None:
-        raise NotVisible("use unit", use_unit_id)
-    _target(request, body.url)
+    firm_id, use_unit_id = subscriber(access, who, body.firm_id, body.use_unit_id)
+    target_refused(request, body.url)
     events = body.events
     if events is None and firm_id is None and use_unit_id is None:
         events = list(REGULATOR_DEFAULT_EVENTS)
     now = datetime.now(UTC)
+    secret = body.secret or new_secret()
     w = Webhook(
-        firm_id=firm_id, use_unit_id=use_unit_id, url=body.url, secret=body.secret or new_secret(),
+        firm_id=firm_id, use_unit_id=use_unit_id, url=body.url, secret=seal(request, secret),
         active=body.active, min_severity=body.min_severity, events=events, description=body.description,
         created_by=who.name, created_at=now, updated_at=now,
     )  # fmt: skip
     access.s.add(w)
     access.s.flush()
-    return WebhookCreated(**_out(w, DeliveryCounts()).model_dump(), secret=w.secret)
+    return WebhookCreated(**_out(w, DeliveryCounts()).model_dump(), secret=secret)
 
 
 @router.get("", response_model=WebhookPage, summary="List webhooks", responses=problem_responses())
@@ -287,29 +317,34 @@ def list_webhooks(
         stmt = stmt.where(Webhook.firm_id == firm_id)
     total, rows = page(access.s, stmt, [Webhook.id], limit, offset)
     hooks = [r[0] for r in rows]
-    counts = _counts(access, [w.id for w in hooks])
+    counts = delivery_counts(access, [w.id for w in hooks])
     return WebhookPage(items=[_out(w, counts[w.id]) for w in hooks], total=total, limit=limit, offset=offset)
 
 
 _DELIVERY_SORT = {"id": WebhookDelivery.id, "event_id": WebhookDelivery.event_id,
                   "next_attempt_at": WebhookDelivery.next_attempt_at, "attempts": WebhookDelivery.attempts}  # fmt: skip
+DeliverySort = Annotated[str, Query(description=f"keys, '-' for descending: {', '.join(_DELIVERY_SORT)}")]
 
 
-@router.get(
-    "/{webhook_id}/deliveries", response_model=DeliveryPage, summary="Deliveries of a webhook", responses=_W404
-)
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, summary="Deliveries of a webhook", responses=_W404)
 def list_deliveries(
     access: AccessDep,
     webhook_id: WebhookId,
     status: Annotated[DeliveryStatus | None, Query(description="pending, delivered or dead")] = None,
     event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="one transition's delivery")] = None,
-    sort: Annotated[str, Query(description=f"keys, '-' for descending: {', '.join(_DELIVERY_SORT)}")] = "-id",
+    sort: DeliverySort = "-id",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> DeliveryPage:
     """What went (or did not go) to this subscription, newest first; ``status=dead`` lists the
     deliveries that gave up."""
-    w = webhook(access, webhook_id)
+    return deliveries_page(access, webhook(access, webhook_id), status, event_id, sort, limit, offset)
+
+
+def deliveries_page(
+    access: Access, w: Webhook, status: DeliveryStatus | None, event_id: int | None, sort: str, limit: int, offset: int
+) -> DeliveryPage:
+    """One page of a webhook's or channel's deliveries."""
     stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id)
     if status is not None:
         stmt = stmt.where(WebhookDelivery.status == status.value)
@@ -370,7 +405,7 @@ def redeliver_all(access: AccessDep, webhook_id: WebhookId, body: RedeliverIn) -
 def get_webhook(access: AccessDep, webhook_id: WebhookId) -> WebhookOut:
     """A subscription with its delivery counts."""
     w = webhook(access, webhook_id)
-    return _out(w, _counts(access, [w.id])[w.id])
+    return _out(w, delivery_counts(access, [w.id])[w.id])
 
 
 @router.patch("/{webhook_id}", response_model=WebhookOut, summary="Change a webhook", responses=_W404)
@@ -379,7 +414,9 @@ def update_webhook(request: Request, access: AccessDep, webhook_id: WebhookId, b
     w = webhook(access, webhook_id)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("url"):
-        _target(request, changes["url"])
+        target_refused(request, changes["url"])
+    if changes.get("secret") is not None:
+        changes["secret"] = seal(request, changes["secret"])
     for field in ("url", "secret", "active", "description"):
         if changes.get(field) is not None:
             setattr(w, field, changes[field])
@@ -388,13 +425,10 @@ def update_webhook(request: Request, access: AccessDep, webhook_id: WebhookId, b
             setattr(w, field, changes[field])
     w.updated_at = datetime.now(UTC)
     access.s.flush()
-    return _out(w, _counts(access, [w.id])[w.id])
+    return _out(w, delivery_counts(access, [w.id])[w.id])
 
 
 @router.delete("/{webhook_id}", status_code=204, summary="Delete a webhook", responses=_W404)
 def delete_webhook(access: AccessDep, webhook_id: WebhookId) -> Response:
     """Remove a subscription and its delivery history."""
-    w = webhook(access, webhook_id)
-    access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
-    access.s.execute(delete(Webhook).where(Webhook.id == w.id))
-    return Response(status_code=204)
+    return remove(access, webhook(access, webhook_id))

@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     # Hazard scan beside the dispatcher: proposals from alarms, overdue escalation (docs/hazards.md).
     hazard_scan_s: float = Field(60.0, gt=0)
     hazard_board_s: float = Field(900.0, gt=0)
+    # Non-public networks (comma-separated CIDRs) that webhook and channel targets may reach
+    # anyway, e.g. an internal receiver; every other target must resolve to global addresses.
+    webhook_allow_nets: str = ""
+    # Fernet key (urlsafe base64 of 32 bytes, `Fernet.generate_key()`) sealing webhook and channel
+    # secrets at rest; required once any exists.
+    secret_key: str | None = Field(None, repr=False)
+    # Extra CA bundle (PEM) trusted for channel TLS (SMTP STARTTLS, a private relay).
+    notify_ca_file: str | None = None
     # Pipeline canary (docs/alerts.md): `semon api` / `semon deliver` ping every collector through
     # the broker each interval; no echo from one for the timeout raises "monitoring degraded".
     canary_enabled: bool = True
@@ -140,6 +148,15 @@ class Settings(BaseSettings):
 
             self.mqtt_password = password_for(self.mqtt_credentials_file, self.mqtt_username)
         return self
+
+    @field_validator("webhook_allow_nets")
+    @classmethod
+    def _allow_nets(cls, v: str) -> str:
+        """Every entry a CIDR network, so a typo is a start-up error, not a refused receiver."""
+        from semon.notify.targets import parse_nets  # the one parser of the list (imports httpx)
+
+        parse_nets(v)
+        return v
 
     @cached_property
     def spool_path(self) -> Path:

@@ -11,6 +11,8 @@ import pytest
 # The pipeline canary raises a platform alarm when no collector answers: tests that want it (the
 # fault-injection module) turn it on; elsewhere an API without a collector would alarm mid-test.
 os.environ.setdefault("SEMON_CANARY_ENABLED", "false")
+# Webhook and channel secrets are sealed at rest: every test process (and its children) has a key.
+os.environ.setdefault("SEMON_SECRET_KEY", "c2Vtb24tdGVzdHMtb25seS1rZXktMDAwMDAwMDAwMDA=")
 
 from tests.services import Influx, Mosquitto, drop_postgres_database, postgres_database
 

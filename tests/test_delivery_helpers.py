@@ -3,6 +3,7 @@ shortcuts, an API server in a thread and an SSE line parser. (No tests here.)"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +14,18 @@ from typing import Any
 
 import orjson
 
+from semon.notify.sealed import Sealer
 from semon.notify.webhooks import verify
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.registry import import_devices_csv
 from tests.helpers import REGISTRY_HEADER
 from tests.services import free_port, wait_port
+
+
+def sealed(secret: str) -> str:
+    """``secret`` as the database stores it, under the tests' SEMON_SECRET_KEY (conftest)."""
+    return Sealer(os.environ["SEMON_SECRET_KEY"]).seal(secret)
 
 
 class Receiver:
@@ -172,9 +179,12 @@ def seed_notify(db: Database, device_id: str) -> dict[str, int]:
         alarm = s.scalar(select(Alarm).where(Alarm.device_id == device_id).order_by(Alarm.id.desc()))
         assert alarm is not None, f"seed an alarm of {device_id} first"
         ev = s.scalar(select(AlarmEvent).where(AlarmEvent.alarm_id == alarm.id).order_by(AlarmEvent.id))
-        w = Webhook(firm_id=firm, url="https://hooks.example/semon", secret="x" * 32, active=True, description="",
-                    created_by="seed", created_at=now, updated_at=now)  # fmt: skip
-        s.add(w)
+        w = Webhook(firm_id=firm, url="https://hooks.example/semon", secret=sealed("x" * 32), active=True,
+                    description="", created_by="seed", created_at=now, updated_at=now)  # fmt: skip
+        ch = Webhook(kind="wecom", firm_id=firm, url="https://qyapi.weixin.qq.com/cgi-bin/webhook/send",
+                     secret=sealed('{"key":"k-12345678"}'), config={}, active=True, description="", created_by="seed",
+                     created_at=now, updated_at=now)  # fmt: skip
+        s.add_all([w, ch])
         s.flush()
         d = WebhookDelivery(webhook_id=w.id, event_id=ev.id, status="dead", payload={"event_id": ev.id}, attempts=3,
                             next_attempt_at=now, created_at=now, dead_at=now)  # fmt: skip
@@ -185,4 +195,4 @@ def seed_notify(db: Database, device_id: str) -> dict[str, int]:
             s.add(r)
         s.add(d)
         s.flush()
-        return {"webhook_id": w.id, "delivery_id": d.id, "rescue_id": r.id}
+        return {"webhook_id": w.id, "delivery_id": d.id, "rescue_id": r.id, "channel_id": ch.id}

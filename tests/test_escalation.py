@@ -27,7 +27,7 @@ from semon.store.notify_models import Escalation, Webhook
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.services import free_port
-from tests.test_delivery_helpers import Receiver, body, raise_alarm, signed_ok, two_firm_registry
+from tests.test_delivery_helpers import Receiver, body, raise_alarm, sealed, signed_ok, two_firm_registry
 
 N = 2.0  # seconds before a critical alarm escalates (5 min in production)
 POLL = 0.1
@@ -57,8 +57,9 @@ def test_unacknowledged_critical_alarm_escalates_on_time_repeats_and_stops_when_
     receiver.start()
     now = datetime.now(UTC)
     with db.session() as s:
-        s.add(Webhook(firm_id=None, url=receiver.url("/city"), secret="c" * 32, active=True, events=["escalated"],
-                      description="", created_by="t", created_at=now, updated_at=now))  # fmt: skip
+        s.add(Webhook(firm_id=None, url=receiver.url("/city"), secret=sealed("c" * 32), active=True,
+                      events=["escalated"], description="", created_by="t", created_at=now,
+                      updated_at=now))  # fmt: skip
     settings = stack.settings.model_copy(
         update={"escalation_after_s": {"critical": N, "major": 2 * N}, "dispatcher_poll_s": POLL,
                 "webhook_allow_private": True}

@@ -45,6 +45,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/webhooks/{webhook_id}"): {"description": "renamed"},
     ("POST", "/webhooks/{webhook_id}/redeliver"): {"status": "dead"},
     ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): {},
+    ("PATCH", "/channels/{channel_id}"): {"description": "renamed"},
+    ("POST", "/channels/{channel_id}/redeliver"): {"status": "dead"},
     ("POST", "/rescues/{rescue_id}/dispatch"): {"tier": "own_firm"},
     ("POST", "/rescues/{rescue_id}/arrive"): {},
     ("POST", "/rescues/{rescue_id}/release"): {"cause": "unknown"},
@@ -157,7 +159,7 @@ def _fill(path: str, ids: dict[str, Any], dev: str) -> str:
     firm, unit = ("FA", "UA") if dev == A_DEVICE else ("FB", "UB")
     values = {"device_id": dev, "alarm_id": ids[f"alarm_{dev}"], "key_id": ids["key_b"], "firm_id": firm,
               "use_unit_id": unit, "record_id": ids[f"record_{dev}"],
-              **{k: ids[f"{k}_{dev}"] for k in ("webhook_id", "delivery_id", "rescue_id", "evidence_id")},
+              **{k: ids[f"{k}_{dev}"] for k in ("webhook_id", "delivery_id", "rescue_id", "evidence_id", "channel_id")},
               "hazard_id": ids[f"{HAZARD_FOR.get(path, 'hazard_open')}_{dev}"]}
 
     def sub(m: re.Match[str]) -> str:

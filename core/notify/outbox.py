@@ -32,7 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from semon.config import Settings
-from semon.notify.webhooks import backoff_s, utc, wants
+from semon.notify.texts import alert_text
+from semon.notify.webhooks import WEBHOOK_KIND, backoff_s, utc, wants
 from semon.rules.alarms import event_message
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device
@@ -128,7 +129,7 @@ class Scanner:
                 self._start(s)
             assert self.cursor is not None
             q = (
-                select(AlarmEvent, Alarm, Device.firm_id, Device.use_unit_id)
+                select(AlarmEvent, Alarm, Device.firm_id, Device.use_unit_id, Device.address)
                 .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
                 .join(Device, Device.id == Alarm.device_id)
             )
@@ -154,14 +155,19 @@ class Scanner:
             if rows:
                 targets = _Targets(s.scalars(select(Webhook).where(Webhook.active)))
                 deliveries = []
-                for ev, alarm, firm_id, use_unit_id in rows:
+                for ev, alarm, firm_id, use_unit_id, address in rows:
                     payload: dict[str, Any] | None = None
+                    text: dict[str, Any] | None = None
                     for w in targets.candidates(firm_id, use_unit_id):
                         if wants(w, firm_id=firm_id, use_unit_id=use_unit_id, event=ev.event,
                                  severity=ev.severity, at=ev.at):  # fmt: skip
                             payload = payload or event_message(ev, alarm)
+                            # A channel's row carries the words it sends (every retry the same).
+                            if w.kind != WEBHOOK_KIND:
+                                text = text or alert_text(payload, address)
                             deliveries.append({
-                                "webhook_id": w.id, "event_id": ev.id, "status": "pending", "payload": payload,
+                                "webhook_id": w.id, "event_id": ev.id, "status": "pending",
+                                "payload": payload if w.kind == WEBHOOK_KIND else text,
                                 "attempts": 0, "next_attempt_at": _now(), "created_at": _now(),
                             })  # fmt: skip
                     for hook in self.hooks:
@@ -200,10 +206,12 @@ class Claimed:
     webhook_id: int
     event_id: int
     url: str
-    secret: str
+    secret: str  # sealed (semon.notify.sealed)
     payload: dict[str, Any]
     attempts: int
     lease_until: datetime
+    kind: str = WEBHOOK_KIND
+    config: dict[str, Any] | None = None
 
 
 def claim(db: Database, limit: int, lease_s: float) -> list[Claimed]:
@@ -243,14 +251,14 @@ def claim(db: Database, limit: int, lease_s: float) -> list[Claimed]:
         if not ids:
             return []
         rows = s.execute(
-            select(WebhookDelivery, Webhook.url, Webhook.secret)
+            select(WebhookDelivery, Webhook.url, Webhook.secret, Webhook.kind, Webhook.config)
             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
             .where(WebhookDelivery.id.in_(ids))
             .order_by(WebhookDelivery.event_id)
         ).all()
         return [
-            Claimed(d.id, d.webhook_id, d.event_id, url, secret, d.payload, d.attempts, until)
-            for d, url, secret in rows
+            Claimed(d.id, d.webhook_id, d.event_id, url, secret, d.payload, d.attempts, until, kind, config)
+            for d, url, secret, kind, config in rows
         ]
 
 

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import random
 import secrets
-import socket
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, Select, and_, select, true
 
@@ -35,6 +32,8 @@ SEVERITY_RANK = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
 # A regulator webhook created without an event filter gets escalations only: the city is told
 # what the firms did not handle, not every door fault (it can ask for more).
 REGULATOR_DEFAULT_EVENTS = ["escalated"]
+# Webhook.kind of a signed JSON webhook; every other kind is a channel (semon.notify.channels).
+WEBHOOK_KIND = "webhook"
 
 
 def utc(dt: datetime) -> datetime:
@@ -74,33 +73,6 @@ def backoff_s(attempts: int, base_s: float, max_s: float, jitter: float = 0.1) -
     return delay * (1 - random.random() * jitter)
 
 
-class TargetRefused(ValueError):
-    """A webhook URL semon will not call."""
-
-
-def check_target(url: str, allow_private: bool) -> None:
-    """Refuse non-HTTP(S) URLs and, unless allowed, hosts resolving to internal addresses.
-
-    Checked when a webhook is saved and again before each attempt (DNS may change); a firm
-    must not be able to make the server probe loopback, private or link-local networks.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("the URL must be http:// or https:// with a host")
-    if parts.username or parts.password:
-        raise TargetRefused("credentials in the URL are not allowed; authenticate with the signature")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except OSError as e:
-        raise TargetRefused(f"cannot resolve {parts.hostname}: {e}") from e
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
-            raise TargetRefused(f"{parts.hostname} resolves to a non-public address ({ip})")
-
-
 # ---------------------------------------------------------------------------------- tenancy
 def webhook_clause(p: Principal) -> ColumnElement[bool]:
     """Which subscriptions the caller may see and manage: its own, or all for the regulator."""
@@ -111,16 +83,17 @@ def webhook_clause(p: Principal) -> ColumnElement[bool]:
     return and_(Webhook.use_unit_id == p.use_unit_id, Webhook.firm_id.is_(None))
 
 
-def webhooks(access: Access) -> Select[Any]:
-    """Subscriptions in the caller's scope."""
-    return select(Webhook).where(webhook_clause(access.p))
+def webhooks(access: Access, *, channels: bool = False) -> Select[Any]:
+    """Subscriptions in the caller's scope: webhooks, or (``channels``) WeCom/DingTalk/e-mail/SMS."""
+    kind = Webhook.kind != WEBHOOK_KIND if channels else Webhook.kind == WEBHOOK_KIND
+    return select(Webhook).where(webhook_clause(access.p), kind)
 
 
-def webhook(access: Access, webhook_id: int) -> Webhook:
+def webhook(access: Access, webhook_id: int, *, channels: bool = False) -> Webhook:
     """One subscription in scope, or :class:`NotVisible` (the API answers 404)."""
-    w = access.s.scalar(webhooks(access).where(Webhook.id == webhook_id))
+    w = access.s.scalar(webhooks(access, channels=channels).where(Webhook.id == webhook_id))
     if w is None:
-        raise NotVisible("webhook", webhook_id)
+        raise NotVisible("channel" if channels else "webhook", webhook_id)
     return w
 
 
@@ -141,13 +114,12 @@ def audience(w: Webhook) -> str:
     return "firm" if w.firm_id else "owner" if w.use_unit_id else "regulator"
 
 
-def wants(
-    w: Webhook, *, firm_id: str | None, use_unit_id: str | None, event: str, severity: str, at: datetime
-) -> bool:
+def wants(w: Webhook, *, firm_id: str | None, use_unit_id: str | None, event: str, severity: str, at: datetime) -> bool:
     """Whether a transition (of a device with this firm and owner, recorded at ``at``) goes to ``w``.
 
     Firms get their devices' transitions, owners theirs, the regulator every device's; then the
-    severity and event filters apply. Transitions older than the subscription are not sent.
+    severity filters (``min_severity``, and a channel's ``severities`` list) and the event filter
+    apply. Transitions older than the subscription are not sent.
     """
     if not w.active or utc(at) < utc(w.created_at):
         return False
@@ -156,5 +128,7 @@ def wants(
     if w.firm_id is None and w.use_unit_id is not None and w.use_unit_id != use_unit_id:
         return False
     if w.min_severity is not None and SEVERITY_RANK.get(severity, 99) > SEVERITY_RANK.get(w.min_severity, 99):
+        return False
+    if w.severities is not None and severity not in w.severities:
         return False
     return w.events is None or event in w.events

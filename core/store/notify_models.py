@@ -36,13 +36,20 @@ class Webhook(Base):
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
     firm_id: Mapped[str | None] = mapped_column(ForeignKey("firms.id"), index=True)
     use_unit_id: Mapped[str | None] = mapped_column(ForeignKey("use_units.id"), index=True)
+    # "webhook" (signed JSON POST) or a channel: "wecom", "dingtalk", "email", "sms".
+    kind: Mapped[str] = mapped_column(String(16), default="webhook", server_default="webhook")
     url: Mapped[str] = mapped_column(String(2000))
-    # The HMAC key must be usable to sign, so it is stored as given (never listed by the API).
-    secret: Mapped[str] = mapped_column(String(200))
+    # Sealed with SEMON_SECRET_KEY (semon.notify.sealed): the HMAC key of a webhook, the JSON
+    # credentials of a channel (robot key, DingTalk secret, SMTP password, SMS key secret).
+    secret: Mapped[str] = mapped_column(Text)
+    # A channel's non-secret settings (recipients, sender, SMS template…), by kind.
+    config: Mapped[dict | None] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Filters: only transitions at least this severe; only these event names (null = all).
     min_severity: Mapped[str | None] = mapped_column(String(16))
     events: Mapped[list | None] = mapped_column(JSON)
+    # Only these severities (null = all): "critical to SMS, the rest to the group".
+    severities: Mapped[list | None] = mapped_column(JSON)
     description: Mapped[str] = mapped_column(String(200), default="")
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
