@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     # This collector may wait for its partition's lease and take it over when the owner dies
     # (needs PostgreSQL: a session advisory lock per partition; docs/scaling.md "Failover").
     collector_standby: bool = False
+    # Where device messages come from: the MQTT session, or partitions of a NATS JetStream stream
+    # (ingest/jetstream_source.py, docs/scaling.md). With jetstream, SEMON_MQTT_URL is a NATS
+    # node's MQTT listener, used to publish alarms and answer canary pings.
+    source: Literal["mqtt", "jetstream"] = "mqtt"
+    nats_urls: str = "nats://127.0.0.1:4222"
+    jetstream_stream: str = "SEMON"
+    # Must equal the N of the cluster's subject mapping {{partition(N, …)}} (config/nats/).
+    jetstream_partitions: int = Field(4, ge=1, le=1024)
+    jetstream_replicas: int = Field(3, ge=1, le=5)
+    # Comma-separated partitions this collector consumes; empty = all.
+    jetstream_owned: str | None = None
+    # Unacknowledged messages come back after this long (a lost fetch reply, a dead collector).
+    jetstream_ack_wait_s: float = Field(10.0, gt=0)
+    # Other MQTT listeners (comma-separated, e.g. the cluster's other nodes) the JetStream
+    # source's publishing session moves to when its node is lost.
+    mqtt_fallback_urls: str | None = None
     # Must match the broker's max_inflight_messages: the collector flushes (and so acks)
     # before that many messages are waiting, or the broker would stop sending.
     mqtt_max_inflight: int = Field(10_000, ge=2)

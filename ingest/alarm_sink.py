@@ -391,7 +391,7 @@ class AlarmSink:
             deadline = now + (self.settings.alarm_puback_timeout_s if self.source.connected.is_set() else 0.0)
             for _, info, _ in self._pending:
                 left = deadline - time.monotonic()
-                if left > 0 and not info.is_published():
+                if left > 0 and info.rc == mqtt.MQTT_ERR_SUCCESS and not info.is_published():
                     try:
                         info.wait_for_publish(left)
                     except (RuntimeError, ValueError):
@@ -399,7 +399,11 @@ class AlarmSink:
         done: list[int] = []
         keep: list[tuple[int, mqtt.MQTTMessageInfo, float]] = []
         for event_id, info, due in self._pending:
-            if info.is_published():
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # Refused by the client (the connection dropped between our check and the
+                # publish): it will never be acknowledged; unmarked, the relay sends it again.
+                self._count("alarm_publish_failed", 1)
+            elif info.is_published():
                 done.append(event_id)
                 if now > due:
                     self._count("alarm_puback_slow", 1)

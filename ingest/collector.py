@@ -41,7 +41,7 @@ from semon.ingest.lease import LeaseKeeper, PgAdvisoryLease
 from semon.ingest.pipeline import Pipeline, parse_partition, partition_of
 from semon.ingest.registry_watch import REGISTRY_DOWN, RegistryWatch
 from semon.ingest.seq_gaps import MESSAGE_LOSS
-from semon.ingest.source import BROKER_DOWN, AckGate, MqttSource
+from semon.ingest.source import BROKER_DOWN, JETSTREAM_DOWN, AckGate, make_source
 from semon.ingest.spool import Spool
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, TelemetrySink
@@ -110,7 +110,7 @@ class Collector:
             if partition:
                 client_id += f"-p{partition[0]}of{partition[1]}"
         self.lease = self._lease_keeper(settings, db, partition)
-        self.source = MqttSource(settings, client_id, self.sup)
+        self.source = make_source(settings, client_id, self.sup)
         if self.lease is not None:
             keeper = self.lease
             self.source.may_reconnect = lambda why: not keeper.session_lost(why)
@@ -268,15 +268,18 @@ class Collector:
         broker = outages.get(BROKER_DOWN)
         if broker is not None and now - broker.since > BROKER_GRACE_S:
             failing.append(f"broker unreachable for {now - broker.since:.0f} s: alarms cannot be delivered")
+        stream = outages.get(JETSTREAM_DOWN)
+        if stream is not None and now - stream.since > BROKER_GRACE_S:
+            failing.append(f"JetStream unavailable for {now - stream.since:.0f} s: {stream.reason}")
         for key in ALARMS_AT_RISK:
             if key in outages:
                 failing.append(outages[key].reason)
-        degraded = [o.reason for k, o in outages.items() if k != BROKER_DOWN and k not in ALARMS_AT_RISK]
+        degraded = [o.reason for k, o in outages.items() if k not in (BROKER_DOWN, JETSTREAM_DOWN, *ALARMS_AT_RISK)]
         status = "failing" if failing else "degraded" if degraded else "ok"
         m.HEALTH_OK.set(0 if failing else 1)
         for key in outages:
             m.DEGRADED.labels(key).set(1)
-        for key in (BROKER_DOWN, *ALARMS_AT_RISK, TELEMETRY_DOWN, REGISTRY_DOWN):
+        for key in (BROKER_DOWN, JETSTREAM_DOWN, *ALARMS_AT_RISK, TELEMETRY_DOWN, REGISTRY_DOWN):
             if key not in outages:
                 m.DEGRADED.labels(key).set(0)
         last_msg = None if p.last_processed is None else round(now - p.last_processed, 1)

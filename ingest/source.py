@@ -30,6 +30,7 @@ from semon.timeutil import now_ms
 log = logging.getLogger(__name__)
 
 BROKER_DOWN = "broker"
+JETSTREAM_DOWN = "jetstream"
 # Bursts, not messages; the broker's in-flight window bounds what is unacknowledged.
 INBOX_BURSTS = 10_000
 
@@ -86,11 +87,21 @@ class MqttSource:
             self.sup.degraded(BROKER_DOWN, f"MQTT connect refused: {rc}")
             return
         self.gen += 1
-        group = self.settings.mqtt_share_group
-        # Canary pings are never shared: each collector must answer each one.
-        subs = [(f"$share/{group}/{t}" if group and t != CANARY_PINGS else t, 1) for t in SUBSCRIPTIONS]
+        subs = self.topics()
         c.subscribe(subs)
         log.info("MQTT connected (session present: %s), subscribing %d topics", _f.session_present, len(subs))
+
+    def topics(self) -> list[tuple[str, int]]:
+        """What the session subscribes to, with QoS: every device topic and the canary pings."""
+        group = self.settings.mqtt_share_group
+        # Canary pings are never shared: each collector must answer each one.
+        return [(f"$share/{group}/{t}" if group and t != CANARY_PINGS else t, 1) for t in SUBSCRIPTIONS]
+
+    def ack_many(self, acks: list[tuple[int, int]]) -> None:
+        """Acknowledge ``(gen, mid)`` deliveries. A mid from an earlier connection would ack some
+        other message now: skipped, the broker redelivers that message anyway."""
+        gen_now = self.gen
+        self.client.ack_many([mid for gen, mid in acks if gen == gen_now])
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any = None) -> None:
         # Connected means receiving: only once the broker confirmed the subscriptions (what is
@@ -195,9 +206,15 @@ class AckGate:
         while (b := self._written.get(self._next)) is not None and b.records <= durable:
             del self._written[self._next]
             self._next += 1
-            # A mid from an earlier connection would ack some other message now: skip it, the
-            # broker redelivers that message anyway.
-            gen_now = self.source.gen
-            self.source.client.ack_many([mid for gen, mid in b.acks if gen == gen_now])
+            self.source.ack_many(b.acks)
             self._count("acked", len(b.acks))
             m.UNACKED.dec(len(b.acks))
+
+
+def make_source(settings: Settings, client_id: str, sup: Supervisor) -> MqttSource:
+    """The source stage ``SEMON_SOURCE`` names: the MQTT session, or JetStream partitions."""
+    if settings.source == "jetstream":
+        from semon.ingest.jetstream_source import JetStreamSource  # nats-py only where it is used
+
+        return JetStreamSource(settings, client_id, sup)
+    return MqttSource(settings, client_id, sup)
