@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     canary_timeout_s: float = Field(20.0, gt=0)
     # Calendar of KPI periods (day / week / month boundaries).
     report_timezone: str = "Asia/Shanghai"
+    # The city's clock for times a person reads (console, board): IANA name.
+    timezone: str = "Asia/Shanghai"
 
     @cached_property
     def spool_path(self) -> Path:

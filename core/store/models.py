@@ -167,3 +167,4 @@ class ApiKey(Base):
 
 from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)
 from semon.store import notify_models as _notify_models  # noqa: E402,F401  (register tables)
+from semon.store import users as _users  # noqa: E402,F401  (register tables)
