@@ -24,6 +24,7 @@ from semon.api.auth import (
 )
 from semon.api.deps import DbDep
 from semon.api.problems import ProblemException
+from semon.api.timeparse import now_ms
 from semon.store.access import Principal
 from semon.store.db import Database
 from semon.store.keys import authenticate
@@ -42,13 +43,17 @@ class SignIn(BaseModel):
     api_key: str | None = Field(None, min_length=1, max_length=200)
 
 
-def _who(db: Database, p: Principal, csrf: str | None) -> dict[str, Any]:
-    """What the page needs about the caller, with firm and use-unit names (not ids)."""
+def _who(request: Request, db: Database, p: Principal, csrf: str | None) -> dict[str, Any]:
+    """What the page needs about the caller (firm and use-unit names, not ids) and about the
+    server: its clock (the page shows ages against it, not against the browser's), the city's
+    time zone and the rescue arrival limit the desk's clock counts down."""
+    cfg = request.app.state.settings
     with db.session() as s:
         firm = s.scalar(select(Firm.name).where(Firm.id == p.firm_id)) if p.firm_id else None
         unit = s.scalar(select(UseUnit.name).where(UseUnit.id == p.use_unit_id)) if p.use_unit_id else None
     return {"name": p.name, "role": p.role, "firm_id": p.firm_id, "firm_name": firm, "use_unit_id": p.use_unit_id,
-            "use_unit_name": unit, "csrf_token": csrf, "signed_in": csrf is not None}  # fmt: skip
+            "use_unit_name": unit, "csrf_token": csrf, "signed_in": csrf is not None, "now_ms": now_ms(),
+            "timezone": cfg.timezone, "rescue_arrival_limit_s": cfg.rescue_arrival_limit_s}  # fmt: skip
 
 
 @router.post("")
@@ -76,7 +81,7 @@ def sign_in(request: Request, response: Response, db: DbDep, body: SignIn) -> di
         SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), path="/", httponly=True,
         samesite="strict", secure=request.url.scheme == "https",
     )  # fmt: skip
-    return _who(db, found[0], csrf)
+    return _who(request, db, found[0], csrf)
 
 
 @router.get("")
@@ -84,7 +89,7 @@ def whoami(request: Request, db: DbDep, principal: PrincipalDep) -> dict[str, An
     """The signed-in caller (and its CSRF token); 401 when nobody is (the page shows sign-in)."""
     cookie = request.cookies.get(SESSION_COOKIE)
     found = session_principal(db, cookie) if cookie else None
-    return _who(db, principal, found[1] if found else None)
+    return _who(request, db, principal, found[1] if found else None)
 
 
 @router.delete("", status_code=204)

@@ -1,0 +1,106 @@
+/* semon console: the regulator's map (#/map). Equipment from the registry (lat/lon) on a plain
+ * vector outline of Guangzhou — drawn here, no tiles, no network: it works offline. At city
+ * scale devices are clustered in a grid (CLUSTER_DEG); a district's button drills down to its
+ * devices one by one. Colour = the worst open alarm (critical red, major amber, minor yellow). */
+(() => {
+  "use strict";
+  const S = window.semon;
+  const { t } = S;
+  const $ = (id) => document.getElementById(id);
+  const NS = "http://www.w3.org/2000/svg";
+  const SEVERITIES = ["critical", "major", "minor"];
+  const CLUSTER_DEG = 0.06; // ≈ 6 km cells at city scale
+  // Guangzhou's administrative extent, simplified to its bounding outline (WGS-84).
+  const CITY = { south: 22.55, north: 23.95, west: 112.95, east: 114.06 };
+  const st = { devices: null, summary: null, district: null };
+
+  const svg = (tag, attrs, ...kids) => {
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    for (const k of kids) e.append(k);
+    return e;
+  };
+  const worst = (sevs) => SEVERITIES.find((s) => sevs.has(s)) || "calm";
+
+  async function loadDevices() {
+    const all = [];
+    for (let offset = 0; ; offset += 1000) {
+      const r = await S.api(`/devices?limit=1000&offset=${offset}&sort=id`);
+      if (!r.ok) break;
+      const page = await r.json();
+      all.push(...page.items.filter((d) => typeof d.lat === "number" && typeof d.lon === "number"));
+      if (offset + 1000 >= page.total) break;
+    }
+    st.devices = all;
+  }
+
+  function draw() {
+    const box = $("map");
+    if (!st.devices || !box || $("map-view").hidden) return;
+    const open = new Map(); // device id → severities of its open alarms
+    for (const a of (st.summary && st.summary.alarms) || []) {
+      if (!open.has(a.device_id)) open.set(a.device_id, new Set());
+      open.get(a.device_id).add(a.severity);
+    }
+    const devs = st.district ? st.devices.filter((d) => d.district === st.district) : st.devices;
+    let b = CITY;
+    if (st.district && devs.length) {
+      const pad = 0.01;
+      b = { south: Math.min(...devs.map((d) => d.lat)) - pad, north: Math.max(...devs.map((d) => d.lat)) + pad,
+        west: Math.min(...devs.map((d) => d.lon)) - pad, east: Math.max(...devs.map((d) => d.lon)) + pad };
+    }
+    const W = 800, H = Math.round(W * ((b.north - b.south) / ((b.east - b.west) * Math.cos((23.1 * Math.PI) / 180))));
+    const x = (lon) => ((lon - b.west) / (b.east - b.west)) * W;
+    const y = (lat) => ((b.north - lat) / (b.north - b.south)) * H;
+    box.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const kids = [svg("rect", { class: "outline", x: x(CITY.west), y: y(CITY.north), width: x(CITY.east) - x(CITY.west),
+      height: y(CITY.south) - y(CITY.north) })];
+    if (st.district) {
+      for (const d of devs) {
+        const sev = worst(open.get(d.id) || new Set());
+        kids.push(svg("circle", { class: `marker ${sev}`, cx: x(d.lon), cy: y(d.lat), r: sev === "calm" ? 4 : 7,
+          "data-device": d.id, "data-severity": sev }, svg("title", {}, `${d.id} · ${d.address || ""}`)));
+      }
+    } else {
+      const cells = new Map();
+      for (const d of devs) {
+        const k = `${Math.floor(d.lat / CLUSTER_DEG)}:${Math.floor(d.lon / CLUSTER_DEG)}`;
+        const c = cells.get(k) || { n: 0, lat: 0, lon: 0, sev: new Set(), ids: [] };
+        c.n += 1; c.lat += d.lat; c.lon += d.lon; c.ids.push(d.id);
+        for (const s of open.get(d.id) || []) c.sev.add(s);
+        cells.set(k, c);
+      }
+      for (const c of cells.values()) {
+        const sev = worst(c.sev);
+        const cx = x(c.lon / c.n), cy = y(c.lat / c.n);
+        kids.push(svg("g", { class: `cluster ${sev}`, "data-count": c.n, "data-severity": sev, "data-devices": c.ids.join(" ") },
+          svg("circle", { cx, cy, r: 8 + 4 * Math.log2(c.n) }),
+          svg("text", { x: cx, y: cy + 4, "text-anchor": "middle" }, String(c.n))));
+      }
+    }
+    box.replaceChildren(...kids);
+    const nOpen = devs.filter((d) => open.has(d.id)).length;
+    $("map-scope").textContent = st.district ? S.name("district", st.district) : t("ui.map.all");
+    $("map-count").textContent = t("ui.map.devices_n", { n: devs.length, open: nOpen });
+    const districts = [...new Set(st.devices.map((d) => d.district).filter(Boolean))].sort();
+    const btn = (name, label) => {
+      const e = document.createElement("button");
+      e.type = "button";
+      e.className = `btn small${st.district === name ? " on" : ""}`;
+      e.dataset.district = name || "";
+      e.textContent = label;
+      e.addEventListener("click", () => { st.district = name; draw(); });
+      return e;
+    };
+    $("map-districts").replaceChildren(btn(null, t("ui.map.all")), ...districts.map((d) => btn(d, S.name("district", d))));
+  }
+
+  S.map = {
+    async open(summary) {
+      if (summary) st.summary = summary;
+      if (!st.devices) await loadDevices();
+      draw();
+    },
+    update(summary) { if (summary) st.summary = summary; draw(); },
+  };
+})();
