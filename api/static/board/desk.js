@@ -11,7 +11,7 @@
   const { h, t } = S;
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 2000;
-  const RANK = { critical: 0, major: 1, minor: 2 };
+  const RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
   const CAUSES = ["external", "misuse", "equipment", "unknown"]; // the rescue policy's causes (api/routes_rescues.py)
   const AMBER_AT = 2 / 3, RED_AT = 5 / 6; // shares of the arrival limit
   const st = { timer: null, alarms: [], rescues: new Map(), events: new Map(), devices: new Map(), maint: new Map(), cards: new Map() };

@@ -53,12 +53,14 @@
     const x = (lon) => ((lon - b.west) / (b.east - b.west)) * W;
     const y = (lat) => ((b.north - lat) / (b.north - b.south)) * H;
     box.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    // The drawing is scaled to fit the screen: sizes in screen pixels times k stay readable.
+    const k = Math.max(W, H) / 600;
     const kids = [svg("rect", { class: "outline", x: x(CITY.west), y: y(CITY.north), width: x(CITY.east) - x(CITY.west),
       height: y(CITY.south) - y(CITY.north) })];
     if (st.district) {
       for (const d of devs) {
         const sev = worst(open.get(d.id) || new Set());
-        kids.push(svg("circle", { class: `marker ${sev}`, cx: x(d.lon), cy: y(d.lat), r: sev === "calm" ? 4 : 7,
+        kids.push(svg("circle", { class: `marker ${sev}`, cx: x(d.lon), cy: y(d.lat), r: (sev === "calm" ? 5 : 8) * k,
           "data-device": d.id, "data-severity": sev }, svg("title", {}, `${d.id} · ${d.address || ""}`)));
       }
     } else {
@@ -74,8 +76,8 @@
         const sev = worst(c.sev);
         const cx = x(c.lon / c.n), cy = y(c.lat / c.n);
         kids.push(svg("g", { class: `cluster ${sev}`, "data-count": c.n, "data-severity": sev, "data-devices": c.ids.join(" ") },
-          svg("circle", { cx, cy, r: 8 + 4 * Math.log2(c.n) }),
-          svg("text", { x: cx, y: cy + 4, "text-anchor": "middle" }, String(c.n))));
+          svg("circle", { cx, cy, r: (10 + 4 * Math.log2(c.n)) * k }),
+          svg("text", { x: cx, y: cy + 4 * k, "text-anchor": "middle", "font-size": 12 * k }, String(c.n))));
       }
     }
     box.replaceChildren(...kids);
