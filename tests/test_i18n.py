@@ -14,7 +14,7 @@ import tomllib
 from importlib import resources
 from typing import get_args
 
-from semon.api.routes_rescues import Cause, Tier
+from semon.api.routes_rescues import Cause, RescueStatus, Tier
 from semon.notify.canary import MONITORING_DEGRADED
 from semon.rules.base import Severity
 from semon.rules.catalog import CATALOG_FILE
@@ -85,5 +85,32 @@ def test_every_key_the_page_uses_is_in_the_catalogs():
     for js in ("board.js", "desk.js", "map.js", "i18n.js"):
         src = (board / js).read_text("utf-8")
         used |= set(re.findall(r'\bt\("([a-z_.0-9]+)"', src))
+    used |= {f"ui.desk.rescue_status.{s.value}" for s in RescueStatus}  # built from the rescue's status
     assert len(used) > 50
     assert not sorted(used - set(zh)), sorted(used - set(zh))
+
+
+def test_problem_titles_are_chinese_first_and_english_by_accept_language(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from semon.api.app import create_app
+    from semon.config import Settings
+
+    zh, en = (_catalog(lang) for lang in LANGS)
+    api = "".join(p.read_text("utf-8") for p in (REPO / "api").glob("*.py"))
+    slugs = set(re.findall(r'slug="([a-z-]+)"', api))
+    assert {"unauthorized", "csrf", "rate-limited", "validation-error"} <= slugs
+    for cat in (zh, en):
+        assert not sorted(f"problem.{s}" for s in slugs if f"problem.{s}" not in cat)
+    settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db",
+                        dispatcher_enabled=False, canary_enabled=False)  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/alarms")
+        assert r.status_code == 401 and r.json()["title"] == "未登录或凭据无效"
+        assert r.json()["type"] == "urn:semon:problem:unauthorized"  # machines switch on this, unchanged
+        assert c.get("/alarms", headers={"Accept-Language": "en-GB,en;q=0.9"}).json()["title"] == "Unauthorized"
+        assert (
+            c.get("/alarms", headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).json()["title"]
+            == "未登录或凭据无效"
+        )
+        assert c.get("/nowhere").json()["title"] == "未找到"
