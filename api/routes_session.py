@@ -53,7 +53,8 @@ def _who(request: Request, db: Database, p: Principal, csrf: str | None) -> dict
         unit = s.scalar(select(UseUnit.name).where(UseUnit.id == p.use_unit_id)) if p.use_unit_id else None
     return {"name": p.name, "role": p.role, "firm_id": p.firm_id, "firm_name": firm, "use_unit_id": p.use_unit_id,
             "use_unit_name": unit, "csrf_token": csrf, "signed_in": csrf is not None, "now_ms": now_ms(),
-            "timezone": cfg.timezone, "rescue_arrival_limit_s": cfg.rescue_arrival_limit_s}  # fmt: skip
+            "timezone": cfg.timezone, "rescue_arrival_limit_s": cfg.rescue_arrival_limit_s,
+            "map_tile_url": cfg.map_tile_url}  # fmt: skip
 
 
 @router.post("")

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     report_timezone: str = "Asia/Shanghai"
     # The city's clock for times a person reads (console, board): IANA name.
     timezone: str = "Asia/Shanghai"
+    # Map tiles of the console's map ({z}/{x}/{y} template, e.g. the city's own tile server);
+    # unset: a plain vector outline, no network.
+    map_tile_url: str | None = None
 
     @cached_property
     def spool_path(self) -> Path:

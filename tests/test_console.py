@@ -19,9 +19,11 @@ Screenshots: test-artifacts/console/01-signin.png … 09-desk-other-firm.png.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -271,5 +273,72 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
         assert urls and not [u for u in urls if "key=" in u or "smk_" in u], [u for u in urls if "key" in u]
         assert not errors, errors
     finally:
+        telemetry.close()
+        db.dispose()
+
+
+# The smallest valid PNG (1×1, grey): what the loopback tile server answers.
+TILE_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+    "0000000a49444154789c636860000000820081dd4387c90000000049454e44ae426082"
+)
+
+
+def test_map_uses_the_configured_tile_server_and_none_without_it(browser, tmp_path: Path):  # noqa: F811
+    """SEMON_MAP_TILE_URL: tiles come from that server ({z}/{x}/{y}); unset, no tile request at all."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Tiles(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            ok = re.fullmatch(r"/gz/(\d+)/(\d+)/(\d+)\.png", self.path)
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(TILE_PNG if ok else b"")
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    tiles = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
+    threading.Thread(target=tiles.serve_forever, daemon=True).start()
+    template = f"http://127.0.0.1:{tiles.server_address[1]}/gz/{{z}}/{{x}}/{{y}}.png"
+    db = Database(f"sqlite:///{tmp_path}/semon.db")
+    (tmp_path / "registry.csv").write_text(REGISTRY_HEADER + "\n" + "\n".join(REGISTRY) + "\n", "utf-8")
+    import_devices_csv(db, tmp_path / "registry.csv")
+    create_user(db, "gz.regulator", PASSWORD, "regulator")
+    telemetry = SqliteTelemetryStore(tmp_path / "t.db")
+    try:
+        for url in (template, None):
+            settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db",
+                                dispatcher_enabled=False, canary_enabled=False, map_tile_url=url)  # fmt: skip
+            asked.clear()
+            with ApiServer(settings, db, telemetry) as api:
+                page = browser.new_page(viewport={"width": 1000, "height": 800})
+                page.goto(f"{api.url}/board#/map")
+                _sign_in(page, "gz.regulator")
+                page.click("#nav-map")
+                page.wait_for_selector("#map g.cluster", timeout=10_000)
+                images = page.eval_on_selector_all("#map image.tile", "is => is.map(i => i.getAttribute('href'))")
+                if url:
+                    assert images and all(re.search(r"/gz/\d+/\d+/\d+\.png$", i) for i in images)
+                    deadline = time.monotonic() + 10
+                    while len(asked) < len(images) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    assert sorted(asked) == sorted(urlparse(i).path for i in images)
+                    # Guangzhou's centre (113.26 E, 23.13 N) lies in the tiles drawn, at their zoom.
+                    z = int(images[0].split("/")[-3])
+                    cx = int((113.26 + 180) / 360 * 2**z)
+                    assert cx in {int(i.split("/")[-2]) for i in images}
+                    page.screenshot(path=str(SHOTS / "10-map-tiles.png"))
+                else:
+                    assert images == [] and asked == []
+                    assert page.locator("#map rect.outline").count() == 1
+                page.close()
+    finally:
+        tiles.shutdown()
         telemetry.close()
         db.dispose()

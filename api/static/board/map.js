@@ -1,5 +1,6 @@
 /* semon console: the regulator's map (#/map). Equipment from the registry (lat/lon) on a plain
- * vector outline of Guangzhou — drawn here, no tiles, no network: it works offline. At city
+ * vector outline of Guangzhou drawn here — no network needed, it works offline — or on the tiles
+ * of the city's own server when SEMON_MAP_TILE_URL names one ({z}/{x}/{y}). At city
  * scale devices are clustered in a grid (CLUSTER_DEG); a district's button drills down to its
  * devices one by one. Colour = the worst open alarm (critical red, major amber, minor yellow). */
 (() => {
@@ -49,14 +50,35 @@
       b = { south: Math.min(...devs.map((d) => d.lat)) - pad, north: Math.max(...devs.map((d) => d.lat)) + pad,
         west: Math.min(...devs.map((d) => d.lon)) - pad, east: Math.max(...devs.map((d) => d.lon)) + pad };
     }
-    const W = 800, H = Math.round(W * ((b.north - b.south) / ((b.east - b.west) * Math.cos((23.1 * Math.PI) / 180))));
-    const x = (lon) => ((lon - b.west) / (b.east - b.west)) * W;
-    const y = (lat) => ((b.north - lat) / (b.north - b.south)) * H;
+    // Web Mercator (as every tile server draws), at the tile zoom that makes the view ≈ 800 px wide.
+    const z = Math.max(0, Math.min(18, Math.floor(Math.log2((800 * 360) / ((b.east - b.west) * 256)))));
+    const world = 256 * 2 ** z;
+    const px = (lon) => ((lon + 180) / 360) * world;
+    const py = (lat) => {
+      const r = (lat * Math.PI) / 180;
+      return ((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2) * world;
+    };
+    const x0 = px(b.west), y0 = py(b.north);
+    const x = (lon) => px(lon) - x0;
+    const y = (lat) => py(lat) - y0;
+    const W = Math.round(x(b.east)), H = Math.round(y(b.south));
     box.setAttribute("viewBox", `0 0 ${W} ${H}`);
     // The drawing is scaled to fit the screen: sizes in screen pixels times k stay readable.
     const k = Math.max(W, H) / 600;
-    const kids = [svg("rect", { class: "outline", x: x(CITY.west), y: y(CITY.north), width: x(CITY.east) - x(CITY.west),
-      height: y(CITY.south) - y(CITY.north) })];
+    const tiles = [];
+    const url = S.me && S.me.map_tile_url;
+    if (url) {
+      // The city's own tile server (SEMON_MAP_TILE_URL); without one, the outline alone (offline).
+      for (let tx = Math.floor(x0 / 256); tx * 256 < x0 + W; tx++) {
+        for (let ty = Math.floor(y0 / 256); ty * 256 < y0 + H; ty++) {
+          tiles.push(svg("image", { class: "tile", href: url.replace("{z}", z).replace("{x}", tx).replace("{y}", ty),
+            x: tx * 256 - x0, y: ty * 256 - y0, width: 256, height: 256 }));
+        }
+      }
+    }
+    const outline = svg("rect", { class: tiles.length ? "outline over-tiles" : "outline", x: x(CITY.west),
+      y: y(CITY.north), width: x(CITY.east) - x(CITY.west), height: y(CITY.south) - y(CITY.north) });
+    const kids = [...tiles, outline];
     if (st.district) {
       for (const d of devs) {
         const sev = worst(open.get(d.id) || new Set());
