@@ -193,7 +193,7 @@ def keys_list(include_revoked: Annotated[bool, typer.Option(help="show revoked k
         keys = list_keys(db, include_revoked=include_revoked)
     finally:
         db.dispose()
-    t = Table("id", "prefix", "name", "role", "scope", "created", "revoked")
+    t = Table("编号 id", "前缀 prefix", "名称 name", "角色 role", "范围 scope", "创建 created", "吊销 revoked")
     for k in keys:
         revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
         scope = k.firm_id or k.use_unit_id or "all"
@@ -517,8 +517,11 @@ def rescues_kpis(
         return "—" if x is None else fmt.format(x)
 
     keys = [k for k in ("firm_id", "district", "period") if rows and k in rows[0]]
-    t = Table(*keys, "entrapments", "elevators", "per 10k/day", "arrival mean/p90 min", "release mean/p90 min",
-              "3-min response", "30-min arrival", "causes")  # fmt: skip
+    # Headers a person reads: Chinese first, English beside it.
+    group = {"firm_id": "维保单位 firm", "district": "区 district", "period": "周期 period"}
+    t = Table(*[group[k] for k in keys], "困人 entrapments", "电梯 elevators", "每万台日 per 10k/day",
+              "到场 均值/p90 分钟 arrival mean/p90 min", "解救 均值/p90 分钟 release mean/p90 min",
+              "3 分钟响应 3-min response", "30 分钟到场 30-min arrival", "原因 causes")  # fmt: skip
     for r in rows:
         t.add_row(
             *[str(r[k] or "—") for k in keys], str(r["entrapments"]), str(r["elevators"]),
