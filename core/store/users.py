@@ -20,15 +20,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from semon.store.models import ApiKey, Base, Firm, UseUnit
+from semon.store.models import ApiKey, Base
 
 if TYPE_CHECKING:
     from semon.store.access import Principal
     from semon.store.db import Database
 
-# The roles of API keys (semon.store.keys.ROLES): models.py imports this module to register its
-# tables, and keys → access → models would make importing keys here circular.
-ROLES = ("regulator", "firm", "owner")
 
 
 class UserError(ValueError):
@@ -84,21 +81,18 @@ def create_user(
     use_unit_id: str | None = None, display_name: str | None = None,
 ) -> User:  # fmt: skip
     """Create a user; the password is stored only as an argon2 hash."""
-    if role not in ROLES:
-        raise UserError(f"role must be one of {', '.join(ROLES)}")
-    if role == "firm" and not firm_id:
-        raise UserError("a firm user needs firm_id")
-    if role == "owner" and not use_unit_id:
-        raise UserError("an owner user needs use_unit_id")
+    # Imported here: models.py imports this module to register its tables (keys → access → models).
+    from semon.store.keys import KeyError_, check_scope
+
     if len(password) < MIN_PASSWORD:
         raise UserError(f"the password needs at least {MIN_PASSWORD} characters")
     with db.session() as s:
         if s.scalar(select(User.id).where(User.username == username)) is not None:
             raise UserError(f"user {username!r} already exists")
-        if firm_id and s.get(Firm, firm_id) is None:
-            raise UserError(f"unknown firm {firm_id!r}")
-        if use_unit_id and s.get(UseUnit, use_unit_id) is None:
-            raise UserError(f"unknown use unit {use_unit_id!r}")
+        try:
+            check_scope(s, role, firm_id, use_unit_id, "user")
+        except KeyError_ as e:
+            raise UserError(str(e)) from e
         u = User(
             username=username, display_name=display_name, password_hash=_HASHER.hash(password), role=role,
             firm_id=firm_id if role == "firm" else None, use_unit_id=use_unit_id if role == "owner" else None,
