@@ -114,12 +114,15 @@ def get_principal(request: Request, db: DbDep) -> Principal:
     if token is None and cookie is None and settings.api_auth == "open":
         principal = ANONYMOUS
     else:
-        refuse_if_guessing(request)
+        if token is not None:
+            # Only keys can be guessed: a session token is 256 random bits, and a stale cookie
+            # (logged out elsewhere, user disabled) must not lock an office's shared address out.
+            refuse_if_guessing(request)
         principal = authenticate(db, token) if token else _from_session(request, db, cookie) if cookie else None
         if principal is None and cookie is not None and settings.api_auth == "open":
             principal = ANONYMOUS  # the demo board with a stale cookie stays usable
         elif principal is None:
-            if token is not None or cookie is not None:
+            if token is not None:
                 count_failure(request)
             raise _unauthorized(
                 "an API key (Authorization: Bearer smk_…) or a console session is required" if token is None

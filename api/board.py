@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from semon.api.auth import BoardDep
 from semon.api.deps import DbDep, TelemetryDep
+from semon.api.i18n import LANGUAGES, messages
 from semon.api.problems import not_found
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device, Firm, UseUnit
@@ -67,10 +68,6 @@ ASSETS = {
     "icon.svg": "image/svg+xml",
 }
 _STATIC = resources.files("semon.api") / "static" / "board"
-# One JSON catalog per language (api/static/i18n): UI strings and the names of alarm types,
-# severities, modes, causes, districts. zh-CN is the default; tests check both are complete.
-LANGUAGES = ("zh-CN", "en")
-_I18N = resources.files("semon.api") / "static" / "i18n"
 
 
 # ------------------------------------------------------------------------------ store reads
@@ -369,10 +366,10 @@ def board_asset(name: str) -> Response:
 
 @router.get("/i18n/{lang}.json")
 def board_i18n(lang: str) -> Response:
-    """The catalog of one language (``zh-CN`` or ``en``)."""
+    """Every text of one language (``zh-CN`` or ``en``): semon.api.i18n."""
     if lang not in LANGUAGES:
         raise not_found("language", lang)
-    return Response((_I18N / f"{lang}.json").read_bytes(), media_type="application/json",
+    return Response(orjson.dumps(messages(lang)), media_type="application/json",
                     headers={"Cache-Control": "no-cache"})  # fmt: skip
 
 

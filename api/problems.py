@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from http import HTTPStatus
-from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,8 +69,9 @@ def invalid_parameter(name: str, detail: str) -> ProblemException:
 
 @functools.cache
 def _zh_titles() -> dict[str, str]:
-    catalog = json.loads((resources.files("semon.api") / "static" / "i18n" / "zh-CN.json").read_text("utf-8"))
-    return {k.removeprefix("problem."): v for k, v in catalog.items() if k.startswith("problem.")}
+    from semon.api.i18n import ui_messages  # the catalogs (api/static/i18n)
+
+    return {k.removeprefix("problem."): v for k, v in ui_messages("zh-CN").items() if k.startswith("problem.")}
 
 
 def wants_english(request: Request) -> bool:

@@ -216,6 +216,7 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
                       for i in (alarm, amber, red)}  # fmt: skip
             assert levels == {alarm: "ok", amber: "amber", red: "red"}
             assert re.fullmatch(r"到场倒计时 \d+:\d\d（时限 30 分钟）", mine.locator(".arrival-clock").inner_text())
+            page.wait_for_selector("#conn.live", timeout=5_000)  # the desk says it is up to date
             _shot(page, "06-desk.png")
 
             mine.locator("button.ack").click()

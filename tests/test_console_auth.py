@@ -98,12 +98,15 @@ def test_failed_sign_ins_are_limited_per_client_address(env):
     # No refill during the test (argon2 takes real time per attempt): the count alone decides.
     app.state.auth_failures = RateLimiter(1e-9, FAILED_AUTH_BURST)
     with TestClient(app) as c:
+        _sign_in(c, username="li.desk", password=PASSWORD)  # a dispatcher already at work here
         for _ in range(FAILED_AUTH_BURST):
             assert c.post("/session", json={"username": "li.desk", "password": "wrong password"}).status_code == 401
         r = c.post("/session", json={"username": "li.desk", "password": PASSWORD})
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1  # even the right password, for now
         # Guessing keys counts against the same address.
         assert c.get("/alarms", headers={"Authorization": "Bearer smk_x_y"}).status_code == 429
+        # The session opened before goes on working: its alarms must still reach the desk.
+        assert c.get("/alarms").status_code == 200
 
 
 def test_user_rules_and_passwords_are_hashed(env):

@@ -14,6 +14,7 @@ import tomllib
 from importlib import resources
 from typing import get_args
 
+from semon.api.i18n import catalog_names, messages, ui_messages
 from semon.api.routes_rescues import Cause, RescueStatus, Tier
 from semon.notify.canary import MONITORING_DEGRADED
 from semon.rules.base import Severity
@@ -28,7 +29,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def _catalog(lang: str) -> dict[str, str]:
-    return json.loads((STATIC / "i18n" / f"{lang}.json").read_text("utf-8"))
+    return messages(lang)  # what the page gets: the JSON catalog and the hazard catalog's names
 
 
 def _alarm_types() -> set[str]:
@@ -45,6 +46,20 @@ def _alarm_types() -> set[str]:
     }
     types |= {inspection_spec("elevator", s, policy).alarm_type for s in ("overdue", "due_soon")}
     return types
+
+
+def test_every_catalog_rule_names_its_alarm_type_in_both_languages_and_each_name_has_one_home():
+    rules = tomllib.loads(CATALOG_FILE.read_text("utf-8"))["rule"]
+    names: dict[str, tuple[str, str]] = {}
+    for r in rules:
+        assert r.get("name_zh") and r.get("name_en"), f"rule {r['id']} lacks name_zh / name_en"
+        assert CJK.search(r["name_zh"]) and not CJK.search(r["name_en"]), r["id"]
+        # Rules sharing an alarm type (per kind) give it the same name.
+        assert names.setdefault(r["alarm_type"], (r["name_zh"], r["name_en"])) == (r["name_zh"], r["name_en"]), r["id"]
+    for lang in LANGS:
+        shipped = ui_messages(lang)
+        assert not sorted(k for k in catalog_names(lang) if k in shipped), "named twice: catalog.toml and JSON"
+    assert set(ui_messages("zh-CN")) == set(ui_messages("en"))
 
 
 def test_both_catalogs_have_the_same_keys_and_no_empty_text():

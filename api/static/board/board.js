@@ -33,6 +33,8 @@
     }
   }
 
+  S.setConn = setConn;
+
   function connect() {
     if (state.es) state.es.close();
     state.es = null;

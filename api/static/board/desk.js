@@ -11,10 +11,11 @@
   const { h, t } = S;
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 2000;
+  const EVENTS_STALE_MS = 15000;
   const RANK = { critical: 0, major: 1, minor: 2, warning: 3 };
   const CAUSES = ["external", "misuse", "equipment", "unknown"]; // the rescue policy's causes (api/routes_rescues.py)
   const AMBER_AT = 2 / 3, RED_AT = 5 / 6; // shares of the arrival limit
-  const st = { timer: null, alarms: [], rescues: new Map(), events: new Map(), devices: new Map(), maint: new Map(), cards: new Map() };
+  const st = { inflight: null, again: false, timer: null, alarms: [], rescues: new Map(), events: new Map(), devices: new Map(), maint: new Map(), cards: new Map() };
 
   async function json(url) {
     const r = await S.api(url);
@@ -22,7 +23,17 @@
     return r.json();
   }
 
-  async function poll() {
+  // One poll at a time (the timer, and one after each action): asked for while one runs, it runs
+  // again right after, so what an action changed is always read after the action.
+  function poll() {
+    if (st.inflight) { st.again = true; return st.inflight; }
+    st.inflight = (async () => {
+      do { st.again = false; await pollOnce(); } while (st.again);
+    })().finally(() => { st.inflight = null; });
+    return st.inflight;
+  }
+
+  async function pollOnce() {
     try {
       const [alarms, rescues] = await Promise.all([
         json("/alarms?state=active&limit=100"),
@@ -30,16 +41,27 @@
       ]);
       st.alarms = alarms.items.sort((a, b) => (RANK[a.severity] ?? 9) - (RANK[b.severity] ?? 9) || a.start_ts - b.start_ts);
       st.rescues = new Map(rescues.items.map((r) => [r.alarm_id, r]));
+      const now = Date.now();
       await Promise.all(st.alarms.map(async (a) => {
-        st.events.set(a.id, (await json(`/alarms/${a.id}`)).events);
+        // An alarm's events are fetched again only when it or its rescue changed (or after
+        // EVENTS_STALE_MS, for escalations): a firm with many open alarms stays within its rate limit.
+        const r = st.rescues.get(a.id) || {};
+        const sig = `${a.updated_at}|${r.status}|${r.breach_escalated_at}`;
+        const seen = st.events.get(a.id);
+        if (!seen || seen.sig !== sig || now - seen.at > EVENTS_STALE_MS) {
+          st.events.set(a.id, { sig, at: now, events: (await json(`/alarms/${a.id}`)).events });
+        }
         if (!st.devices.has(a.device_id)) st.devices.set(a.device_id, await json(`/devices/${encodeURIComponent(a.device_id)}`));
         if (!st.maint.has(a.device_id)) {
           st.maint.set(a.device_id, await json(`/devices/${encodeURIComponent(a.device_id)}/maintenance`).catch(() => null));
         }
       }));
       render();
+      S.setConn(true);
     } catch (e) {
+      // The API is away or refusing: say so in the header instead of showing a stale desk as live.
       console.warn("desk poll failed", e);
+      S.setConn(false);
     }
   }
 
@@ -124,7 +146,7 @@
       box.querySelector("button.arrive").disabled = r.status !== "dispatched";
       box.querySelector("button.release").disabled = r.status !== "arrived";
     }
-    const events = st.events.get(a.id) || [];
+    const events = (st.events.get(a.id) || {}).events || [];
     card.querySelector(".events ol").replaceChildren(...events.slice(-8).reverse().map((e) => {
       const x = e.details || {};
       const extra = x.text || x.assignee || x.responder || (x.cause && S.name("cause", x.cause)) || "";
