@@ -22,10 +22,11 @@ from semon.api import (
     routes_keys,
     routes_maintenance,
     routes_rescues,
+    routes_session,
     routes_stream,
     routes_webhooks,
 )
-from semon.api.auth import RateLimiter
+from semon.api.auth import FAILED_AUTH_BURST, FAILED_AUTH_RATE, RateLimiter
 from semon.api.limits import BodyLimitMiddleware
 from semon.api.metrics import MetricsMiddleware
 from semon.api.openapi import install_openapi
@@ -129,6 +130,7 @@ def create_app(
     )
     app.state.settings = cfg
     app.state.rate_limiter = RateLimiter(cfg.api_rate_per_s, cfg.api_rate_burst)
+    app.state.auth_failures = RateLimiter(FAILED_AUTH_RATE, FAILED_AUTH_BURST)
     app.state.db = db
     app.state.telemetry = telemetry
     app.state.canary = None
@@ -145,6 +147,7 @@ def create_app(
     app.include_router(routes_rescues.router)
     app.include_router(routes_maintenance.router)
     app.include_router(routes_hazards.router)
+    app.include_router(routes_session.router)  # /session: console sign-in (not in the OpenAPI schema)
     app.include_router(board_routes.router)  # /board: the built-in live board (not in the OpenAPI schema)
     return app
 

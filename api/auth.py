@@ -1,7 +1,12 @@
-"""Who is calling: API-key authentication, the caller's data access, per-key rate limits.
+"""Who is calling: API keys and console sessions, the caller's data access, rate limits.
 
-``Authorization: Bearer smk_…`` (or ``X-API-Key``). With ``SEMON_API_AUTH=open`` (the laptop
-demo) a request without a key is an anonymous regulator; everywhere else a key is required.
+Machines send ``Authorization: Bearer smk_…`` (or ``X-API-Key``); never a key in a URL, which
+ends up in logs and browser history. People sign in on the console (``/session``) and their
+browser then carries an HttpOnly session cookie; a write made with that cookie must repeat the
+session's CSRF token in ``X-CSRF-Token`` (a cross-site form cannot read or send it). With
+``SEMON_API_AUTH=open`` (the laptop demo) a request without credentials is an anonymous
+regulator; everywhere else credentials are required. Failed authentications are limited per
+client address (:data:`FAILED_AUTH_RATE`), so neither keys nor passwords can be guessed fast.
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from semon.api.deps import DbDep
 from semon.api.problems import ProblemException
 from semon.store.access import Access, Principal
 from semon.store.keys import authenticate
+from semon.store.users import csrf_matches, session_principal
 
 ANONYMOUS = Principal("regulator", name="anonymous")
+SESSION_COOKIE = "semon_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Failed sign-ins / authentications per client address: a burst of 10, then one every 6 s.
+FAILED_AUTH_RATE, FAILED_AUTH_BURST = 1 / 6, 10
 
 
 class RateLimiter:
@@ -41,44 +52,86 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate
 
+    def wait(self, key: object) -> float:
+        """The seconds until ``key`` has a token again (0: it has one), without taking it."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
-def _token(request: Request, *, query: bool = False) -> str | None:
+
+def client_address(request: Request) -> str:
+    """The peer address the failed-authentication limit counts against."""
+    return request.client.host if request.client else "unknown"
+
+
+def refuse_if_guessing(request: Request) -> None:
+    """429 while this client address has used up its failed authentications."""
+    wait = request.app.state.auth_failures.wait(client_address(request))
+    if wait:
+        raise ProblemException(
+            429, "too many failed sign-ins or authentications from this address", slug="rate-limited",
+            title="Too many requests", headers={"Retry-After": str(max(1, round(wait)))},
+        )  # fmt: skip
+
+
+def count_failure(request: Request) -> None:
+    """Record one failed authentication of this client address."""
+    request.app.state.auth_failures.take(client_address(request))
+
+
+def _token(request: Request) -> str | None:
     h = request.headers.get("authorization", "")
     if h.lower().startswith("bearer "):
         return h[7:].strip()
-    if query and "key" in request.query_params:
-        # Only for streams: a browser's EventSource cannot send headers.
-        return request.query_params["key"]
     return request.headers.get("x-api-key")
 
 
+def _unauthorized(why: str) -> ProblemException:
+    return ProblemException(401, why, slug="unauthorized", title="Unauthorized",
+                            headers={"WWW-Authenticate": 'Bearer realm="semon"'})  # fmt: skip
+
+
+def _from_session(request: Request, db: DbDep, cookie: str) -> Principal | None:
+    """The session's principal; a write must carry the session's CSRF token."""
+    found = session_principal(db, cookie)
+    if found is None:
+        return None
+    principal, csrf = found
+    if request.method not in SAFE_METHODS and not csrf_matches(csrf, request.headers.get(CSRF_HEADER)):
+        raise ProblemException(403, f"a write with the session cookie needs the session's {CSRF_HEADER} header",
+                               slug="csrf", title="Forbidden")  # fmt: skip
+    return principal
+
+
 def get_principal(request: Request, db: DbDep) -> Principal:
-    """Authenticate the request and apply its rate limit."""
-    return _principal(request, db, _token(request))
-
-
-def get_stream_principal(request: Request, db: DbDep) -> Principal:
-    """As :func:`get_principal`, also taking the key from ``?key=`` (EventSource streams)."""
-    return _principal(request, db, _token(request, query=True))
-
-
-def _principal(request: Request, db: DbDep, token: str | None) -> Principal:
+    """Authenticate the request (key header, else session cookie) and apply its rate limit."""
     settings = request.app.state.settings
-    if token is None and settings.api_auth == "open":
+    token = _token(request)
+    cookie = request.cookies.get(SESSION_COOKIE) if token is None else None
+    principal: Principal | None
+    if token is None and cookie is None and settings.api_auth == "open":
         principal = ANONYMOUS
     else:
-        principal = authenticate(db, token) if token else None
-        if principal is None:
-            why = "an API key is required (Authorization: Bearer smk_…)" if token is None else "unknown or revoked key"
-            raise ProblemException(
-                401,
-                why,
-                slug="unauthorized",
-                title="Unauthorized",
-                headers={"WWW-Authenticate": 'Bearer realm="semon"'},
-            )
+        if token is not None:
+            # Only keys can be guessed: a session token is 256 random bits, and a stale cookie
+            # (logged out elsewhere, user disabled) must not lock an office's shared address out.
+            refuse_if_guessing(request)
+        principal = authenticate(db, token) if token else _from_session(request, db, cookie) if cookie else None
+        if principal is None and cookie is not None and settings.api_auth == "open":
+            principal = ANONYMOUS  # the demo board with a stale cookie stays usable
+        elif principal is None:
+            if token is not None:
+                count_failure(request)
+            raise _unauthorized(
+                "an API key (Authorization: Bearer smk_…) or a console session is required" if token is None
+                and cookie is None else "unknown or revoked key" if token else "session ended or expired; sign in again"
+            )  # fmt: skip
     limiter: RateLimiter = request.app.state.rate_limiter
-    wait = limiter.take(principal.key_id if principal.key_id is not None else request.client and request.client.host)
+    bucket: object = (principal.key_id if principal.key_id is not None else ("user", principal.user_id)
+                      if principal.user_id is not None else client_address(request))  # fmt: skip
+    wait = limiter.take(bucket)
     if wait:
         raise ProblemException(
             429, f"rate limit of {limiter.rate:g} requests/s exceeded", slug="rate-limited", title="Too many requests",
@@ -89,6 +142,8 @@ def _principal(request: Request, db: DbDep, token: str | None) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# EventSource sends the session cookie (same origin) like any request: no key in the URL.
+get_stream_principal = get_principal
 
 
 def get_access(db: DbDep, principal: PrincipalDep) -> Iterator[Access]:

@@ -40,8 +40,9 @@ from starlette.concurrency import run_in_threadpool
 from semon.api.auth import BoardDep
 from semon.api.deps import DbDep, TelemetryDep
 from semon.api.problems import not_found
+from semon.i18n import LANGUAGES, messages
 from semon.store.db import Database
-from semon.store.models import Alarm, AlarmEvent, Device, Firm
+from semon.store.models import Alarm, AlarmEvent, Device, Firm, UseUnit
 from semon.store.seq_state import gaps_by_device
 from semon.store.telemetry import STATUS_MEASUREMENT, TelemetryStore
 
@@ -61,6 +62,9 @@ QUEUE_MAX = 500  # a browser this far behind is dropped; it reconnects and catch
 SEVERITY_RANK = {"critical": 0, "major": 1, "minor": 2}
 ASSETS = {
     "board.js": "text/javascript; charset=utf-8",
+    "i18n.js": "text/javascript; charset=utf-8",
+    "desk.js": "text/javascript; charset=utf-8",
+    "map.js": "text/javascript; charset=utf-8",
     "board.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
 }
@@ -72,7 +76,7 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _alarm_row(a: Alarm, district: str | None) -> dict[str, Any]:
+def _alarm_row(a: Alarm, district: str | None, firm_name: str | None = None) -> dict[str, Any]:
     return {
         "id": a.id,
         "device_id": a.device_id,
@@ -80,6 +84,7 @@ def _alarm_row(a: Alarm, district: str | None) -> dict[str, Any]:
         "type": a.type,
         "severity": a.severity,
         "firm_id": a.firm_id,
+        "firm_name": firm_name,  # a person reads names, not ids
         "district": district,
         "active": a.active,
         "acknowledged": a.acknowledged,
@@ -132,13 +137,14 @@ def fleet_summary(db: Database) -> dict[str, Any]:
         # Read before the open list: a transition stored in between is then sent again, never lost.
         last_id = s.scalar(select(func.max(AlarmEvent.id))) or 0
         open_rows = s.execute(
-            select(Alarm, Device.district)
+            select(Alarm, Device.district, Firm.name)
             .join(Device, Device.id == Alarm.device_id)
+            .outerjoin(Firm, Firm.id == Alarm.firm_id)
             .where(Alarm.active.is_(True))
             .order_by(severity_order, Alarm.start_ts.desc(), Alarm.id.desc())
             .limit(OPEN_LIST_LIMIT)
         ).all()
-        alarms = [_alarm_row(a, district) for a, district in open_rows]
+        alarms = [_alarm_row(a, district, firm) for a, district, firm in open_rows]
     devices: dict[str, int] = {}
     districts: dict[str, dict[str, Any]] = {}
     for kind, district, n in registry:
@@ -163,17 +169,18 @@ def transitions_after(db: Database, after_id: int, limit: int = 200) -> list[dic
     """Alarm transitions with ``alarm_events.id`` > ``after_id``, oldest first."""
     with db.session() as s:
         rows = s.execute(
-            select(AlarmEvent, Alarm, Device.district)
+            select(AlarmEvent, Alarm, Device.district, Firm.name)
             .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
             .join(Device, Device.id == Alarm.device_id)
+            .outerjoin(Firm, Firm.id == Alarm.firm_id)
             .where(AlarmEvent.id > after_id)
             .order_by(AlarmEvent.id)
             .limit(limit)
         ).all()
         return [
             {"event_id": e.id, "event": e.event, "ts": e.ts, "at": e.at.isoformat(), "actor": e.actor,
-             "alarm": {**_alarm_row(a, district), "severity": e.severity}}
-            for e, a, district in rows
+             "alarm": {**_alarm_row(a, district, firm), "severity": e.severity}}
+            for e, a, district, firm in rows
         ]  # fmt: skip
 
 
@@ -192,20 +199,22 @@ def device_detail(db: Database, telemetry: TelemetryStore, device_id: str) -> di
     """Registry record, chart history, newest status and recent alarms of one device."""
     with db.session() as s:
         row = s.execute(
-            select(Device, Firm.name).outerjoin(Firm, Firm.id == Device.firm_id).where(Device.id == device_id)
+            select(Device, Firm.name, UseUnit.name).outerjoin(Firm, Firm.id == Device.firm_id)
+            .outerjoin(UseUnit, UseUnit.id == Device.use_unit_id).where(Device.id == device_id)
         ).first()
         if row is None:
             raise not_found("device", device_id)
-        d, firm_name = row
+        d, firm_name, use_unit_name = row
         info = {
             "id": d.id, "kind": d.kind, "district": d.district, "address": d.address, "firm_id": d.firm_id,
-            "firm_name": firm_name, "equipment_code": d.equipment_code, "rated_speed": d.rated_speed,
+            "firm_name": firm_name, "use_unit_name": use_unit_name, "lat": d.lat, "lon": d.lon,
+            "equipment_code": d.equipment_code, "rated_speed": d.rated_speed,
             "floors": d.floors, "bottom_floor": d.bottom_floor, "set_pressure": d.set_pressure,
             "design_pressure": d.design_pressure, "design_temperature": d.design_temperature, "medium": d.medium,
             "seq_gaps": gaps_by_device(s, [device_id]).get(device_id, 0),
         }  # fmt: skip
         alarms = [
-            _alarm_row(a, d.district)
+            _alarm_row(a, d.district, firm_name)
             for a in s.scalars(
                 select(Alarm).where(Alarm.device_id == device_id).order_by(Alarm.id.desc()).limit(20)
             )
@@ -355,6 +364,15 @@ def board_asset(name: str) -> Response:
     if name not in ASSETS:
         raise not_found("board asset", name)
     return Response(_asset(name), media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/i18n/{lang}.json")
+def board_i18n(lang: str) -> Response:
+    """Every text of one language (``zh-CN`` or ``en``): semon.i18n."""
+    if lang not in LANGUAGES:
+        raise not_found("language", lang)
+    return Response(orjson.dumps(messages(lang)), media_type="application/json",
+                    headers={"Cache-Control": "no-cache"})  # fmt: skip
 
 
 @router.get("/state")

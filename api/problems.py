@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -66,6 +67,32 @@ def invalid_parameter(name: str, detail: str) -> ProblemException:
     )
 
 
+@functools.cache
+def _zh_titles() -> dict[str, str]:
+    from semon.i18n import ui_messages  # the catalogs (api/static/i18n)
+
+    return {k.removeprefix("problem."): v for k, v in ui_messages("zh-CN").items() if k.startswith("problem.")}
+
+
+def wants_english(request: Request) -> bool:
+    """English when the caller's first language is English; Chinese (zh-CN) otherwise — the
+    default, machines sending no Accept-Language included (they read ``type``, not ``title``)."""
+    first = request.headers.get("accept-language", "").split(",")[0].strip().lower()
+    return first.startswith("en")
+
+
+def _title(request: Request, status: int, slug: str | None, title: str | None, phrase: str) -> str:
+    """The title in the reader's language: zh-CN from the catalog (api/static/i18n), else English."""
+    if wants_english(request):
+        return title or phrase
+    zh = _zh_titles()
+    if slug in zh:
+        return zh[slug]
+    if slug and slug.endswith("-not-found"):
+        return zh["not-found"]
+    return zh.get(f"status.{status}", zh["status.other"])
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -83,8 +110,8 @@ def problem_response(
         phrase = "Error"
     body: dict[str, Any] = {
         "type": f"{TYPE_PREFIX}{slug}" if slug else "about:blank",
-        # With about:blank the RFC wants the status phrase as title; keep that rule for all.
-        "title": title or phrase,
+        # With about:blank the RFC wants the status phrase as title (in the reader's language).
+        "title": _title(request, status, slug, title, phrase),
         "status": status,
         "detail": detail,
         "instance": request.url.path,

@@ -153,6 +153,6 @@ def assign(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, bo
 
 def _actor(who: Principal, body: AlarmAction) -> str:
     """The key's name; only an anonymous (demo) caller may name itself."""
-    if who.key_id is None and body.actor:
+    if who.is_anonymous and body.actor:
         return body.actor
     return who.name

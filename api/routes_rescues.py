@@ -302,7 +302,7 @@ def get_rescue(access: AccessDep, rescue_id: RescueId) -> RescueDetail:
 
 
 def _step(request: Request, access: AccessDep, who: Principal, rescue_id: int, step: str, body: StepIn) -> RescueOut:
-    actor = body.actor if who.key_id is None and body.actor else who.name
+    actor = body.actor if who.is_anonymous and body.actor else who.name
     fields = Step(
         at=body.at, note=body.note, tier=getattr(body, "tier", None), responder=getattr(body, "responder", None),
         cause=getattr(body, "cause", None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -26,6 +27,8 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="API keys (roles: regulator, firm, owner).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+users_app = typer.Typer(help="Console users 控制台用户 (roles: regulator, firm, owner).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(hazards_app, name="hazards")
 app.add_typer(inspections_app, name="inspections")
@@ -212,7 +215,7 @@ def keys_list(include_revoked: Annotated[bool, typer.Option(help="show revoked k
         keys = list_keys(db, include_revoked=include_revoked)
     finally:
         db.dispose()
-    t = Table("id", "prefix", "name", "role", "scope", "created", "revoked")
+    t = Table("编号 id", "前缀 prefix", "名称 name", "角色 role", "范围 scope", "创建 created", "吊销 revoked")
     for k in keys:
         revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
         scope = k.firm_id or k.use_unit_id or "all"
@@ -235,6 +238,70 @@ def keys_revoke(key_id: Annotated[int, typer.Argument(help="key id (semon keys l
         console.print(f"[red]no key {key_id}[/]")
         raise typer.Exit(1)
     console.print(f"key {key_id} revoked")
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="sign-in name")],
+    role: Annotated[str, typer.Option(help="regulator | firm | owner")] = "firm",
+    firm: Annotated[str | None, typer.Option(help="firm id (role firm)")] = None,
+    use_unit: Annotated[str | None, typer.Option(help="use unit id (role owner)")] = None,
+    display_name: Annotated[str | None, typer.Option(help="the person's name as shown")] = None,
+    password_stdin: Annotated[bool, typer.Option(help="read the password from stdin (scripts)")] = False,
+) -> None:
+    """Create a console user; the password is asked for (or read from stdin) and stored as an argon2 hash."""
+    from semon.store.db import Database
+    from semon.store.users import UserError, create_user
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
+        "password 密码", hide_input=True, confirmation_prompt=True)  # fmt: skip
+    db = Database(get_settings().db_url)
+    try:
+        u = create_user(db, username, password, role, firm_id=firm, use_unit_id=use_unit, display_name=display_name)
+    except UserError as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from e
+    finally:
+        db.dispose()
+    console.print(f"user {u.username} ({u.role} {u.firm_id or u.use_unit_id or 'all'})")
+
+
+@users_app.command("list")
+def users_list(include_disabled: Annotated[bool, typer.Option(help="show disabled users too")] = False) -> None:
+    """List console users (never their password hashes)."""
+    from rich.table import Table
+
+    from semon.store.db import Database
+    from semon.store.users import list_users
+
+    db = Database(get_settings().db_url)
+    try:
+        users = list_users(db, include_disabled=include_disabled)
+    finally:
+        db.dispose()
+    t = Table("用户名 user", "姓名 name", "角色 role", "范围 scope", "创建 created", "停用 disabled")
+    for u in users:
+        disabled = f"{u.disabled_at:%Y-%m-%d %H:%M}" if u.disabled_at else ""
+        t.add_row(u.username, u.display_name or "", u.role, u.firm_id or u.use_unit_id or "all",
+                  f"{u.created_at:%Y-%m-%d %H:%M}", disabled)  # fmt: skip
+    Console().print(t)
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="sign-in name (semon users list)")]) -> None:
+    """Disable a user; every open session of theirs ends at once."""
+    from semon.store.db import Database
+    from semon.store.users import disable_user
+
+    db = Database(get_settings().db_url)
+    try:
+        u = disable_user(db, username)
+    finally:
+        db.dispose()
+    if u is None:
+        console.print(f"[red]no user {username!r}[/]")
+        raise typer.Exit(1)
+    console.print(f"user {username} disabled, sessions ended")
 
 
 @db_app.command("upgrade")
@@ -514,8 +581,11 @@ def rescues_kpis(
         return "—" if x is None else fmt.format(x)
 
     keys = [k for k in ("firm_id", "district", "period") if rows and k in rows[0]]
-    t = Table(*keys, "entrapments", "elevators", "per 10k/day", "arrival mean/p90 min", "release mean/p90 min",
-              "3-min response", "30-min arrival", "causes")  # fmt: skip
+    # Headers a person reads: Chinese first, English beside it.
+    group = {"firm_id": "维保单位 firm", "district": "区 district", "period": "周期 period"}
+    t = Table(*[group[k] for k in keys], "困人 entrapments", "电梯 elevators", "每万台日 per 10k/day",
+              "到场 均值/p90 分钟 arrival mean/p90 min", "解救 均值/p90 分钟 release mean/p90 min",
+              "3 分钟响应 3-min response", "30 分钟到场 30-min arrival", "原因 causes")  # fmt: skip
     for r in rows:
         t.add_row(
             *[str(r[k] or "—") for k in keys], str(r["entrapments"]), str(r["elevators"]),

@@ -173,6 +173,9 @@ class Settings(BaseSettings):
 
         parse_nets(v)
         return v
+    # Map tiles of the console's map ({z}/{x}/{y} template, e.g. the city's own tile server);
+    # unset: a plain vector outline, no network.
+    map_tile_url: str | None = None
 
     @cached_property
     def spool_path(self) -> Path:

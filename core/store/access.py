@@ -28,6 +28,12 @@ class Principal:
     use_unit_id: str | None = None
     name: str = "anonymous"
     key_id: int | None = None
+    user_id: int | None = None  # a person signed in to the console (core/store/users.py)
+
+    @property
+    def is_anonymous(self) -> bool:
+        """Neither a key nor a user: the open demo, whose caller may name itself as actor."""
+        return self.key_id is None and self.user_id is None
 
     @property
     def is_regulator(self) -> bool:

@@ -13,6 +13,7 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from semon.store.access import Principal, Role
 from semon.store.db import Database
@@ -29,23 +30,28 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def check_scope(s: Session, role: str, firm_id: str | None, use_unit_id: str | None, what: str) -> None:
+    """A role and the firm or use unit it needs, existing (keys and console users alike)."""
+    if role not in ROLES:
+        raise KeyError_(f"role must be one of {', '.join(ROLES)}")
+    if role == "firm" and not firm_id:
+        raise KeyError_(f"a firm {what} needs firm_id")
+    if role == "owner" and not use_unit_id:
+        raise KeyError_(f"an owner {what} needs use_unit_id")
+    if firm_id and s.get(Firm, firm_id) is None:
+        raise KeyError_(f"unknown firm {firm_id!r}")
+    if use_unit_id and s.get(UseUnit, use_unit_id) is None:
+        raise KeyError_(f"unknown use unit {use_unit_id!r}")
+
+
 def create_key(
     db: Database, name: str, role: str, *, firm_id: str | None = None, use_unit_id: str | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the token (shown once, never stored)."""
-    if role not in ROLES:
-        raise KeyError_(f"role must be one of {', '.join(ROLES)}")
-    if role == "firm" and not firm_id:
-        raise KeyError_("a firm key needs firm_id")
-    if role == "owner" and not use_unit_id:
-        raise KeyError_("an owner key needs use_unit_id")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with db.session() as s:
-        if firm_id and s.get(Firm, firm_id) is None:
-            raise KeyError_(f"unknown firm {firm_id!r}")
-        if use_unit_id and s.get(UseUnit, use_unit_id) is None:
-            raise KeyError_(f"unknown use unit {use_unit_id!r}")
+        check_scope(s, role, firm_id, use_unit_id, "key")
         k = ApiKey(
             prefix=prefix,
             secret_sha256=_digest(secret),

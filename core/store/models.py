@@ -171,3 +171,4 @@ from semon.store import hazards as _hazards  # noqa: E402,F401  (register tables
 from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)
 from semon.store import notify_models as _notify_models  # noqa: E402,F401  (register tables)
 from semon.store import seq_state as _seq_state  # noqa: E402,F401  (register tables)
+from semon.store import users as _users  # noqa: E402,F401  (register tables)
