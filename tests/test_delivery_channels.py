@@ -183,7 +183,7 @@ def test_wecom_group_robot(env):
         assert msg["msgtype"] == "text" and set(msg) == {"msgtype", "text"}
         assert msg["text"]["mentioned_mobile_list"] == ["13800000000"]
         content = msg["text"]["content"]
-        assert content.startswith("【紧急】困人告警 E1") and "设备 Device: E1" in content and "北京时间" in content
+        assert content.startswith("【紧急】困人报警 E1") and "设备 Device: E1" in content and "北京时间" in content
         assert len(content.encode()) <= 2048
         _retry_then_dead(env, cid, service, limited)
     finally:
@@ -317,7 +317,7 @@ def test_email_over_smtp_with_starttls(env):
         import email
 
         m = email.message_from_bytes(mail["data"], policy=email.policy.default)
-        assert str(m["Subject"]).startswith("【紧急】困人告警 E1")
+        assert str(m["Subject"]).startswith("【紧急】困人报警 E1")
         text = m.get_content()
         assert "设备 Device: E1" in text and "北京时间" in text
         answers[:] = ["451 4.3.0 mailbox busy, try later"]

@@ -14,13 +14,14 @@ import tomllib
 from importlib import resources
 from typing import get_args
 
-from semon.api.routes_rescues import Cause, RescueStatus, Tier
+from semon.api.routes_rescues import RescueStatus, Tier
 from semon.i18n import catalog_names, messages, ui_messages
 from semon.notify.canary import MONITORING_DEGRADED
 from semon.rules.base import Severity
 from semon.rules.catalog import CATALOG_FILE
 from semon.rules.maintenance.compliance import inspection_spec, maintenance_overdue_spec, reversion_spec
 from semon.rules.maintenance.policy import load_policy
+from semon.rules.rescue.service import rescue_causes
 from tests.services import REPO
 
 STATIC = resources.files("semon.api") / "static"
@@ -82,7 +83,7 @@ def test_every_alarm_type_severity_mode_cause_and_tier_has_both_languages():
         {f"alarm_type.{t}" for t in _alarm_types()}
         | {f"severity.{s.value}" for s in Severity}
         | {f"mode.{m}" for m in schema["$defs"]["ServiceMode"]["enum"]}
-        | {f"cause.{c}" for c in get_args(Cause)}
+        | {f"cause.{c}" for c in rescue_causes()}
         | {f"tier.{t}" for t in get_args(Tier)}
     )
     assert "alarm_type.trapped_passenger" in wanted and len(wanted) > 40
