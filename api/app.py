@@ -140,12 +140,22 @@ def create_app(
 def serve(settings: Settings) -> None:
     """Run the API with uvicorn on ``api_host:api_port``, logging JSON lines (blocks)."""
     setup_logging(settings.log_level)
+    # Opened here, before uvicorn: an unreachable database is then one clear line at start
+    # (semon.cli) instead of a traceback inside uvicorn's lifespan log record.
+    db = Database(settings.db_url)
     log.info(
         "starting semon API",
         extra={"host": settings.api_host, "port": settings.api_port, "version": semon.__version__},
     )
+    try:
+        _run(create_app(settings, db=db), settings)
+    finally:
+        db.dispose()
+
+
+def _run(app: FastAPI, settings: Settings) -> None:
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # keep the JSON handlers setup_logging installed
