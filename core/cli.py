@@ -354,6 +354,7 @@ def simulate(
 
     A simulated day: --elevators 1000 --vessels 200 --speed 60 --duration 1440 --rate 0 --scenario mixed
     """
+    from semon.mqtt_connect import probe_tls
     from semon.simulators.fleet import build_fleet
     from semon.simulators.run import SimulationConfig, run_simulation
 
@@ -370,6 +371,7 @@ def simulate(
     if s.mqtt_url == "embedded":
         raise ConfigError("SEMON_MQTT_URL", "semon simulate needs a broker: --mqtt-url mqtt://host:1883 (or mqtts://)")
     target = s.mqtt_target()
+    probe_tls(target)  # a CA that does not fit: say so, rather than "unreachable"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

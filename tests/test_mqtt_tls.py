@@ -125,8 +125,10 @@ def test_a_broker_certificate_from_another_ca_is_refused_with_a_clear_error(tmp_
     env = {**os.environ, "SEMON_MQTT_URL": tls_broker.tls_url, "SEMON_MQTT_CA_FILE": str(other / "ca.crt"),
            "SEMON_DB_URL": f"sqlite:///{tmp_path}/c.db", "SEMON_DATA_DIR": str(tmp_path / "d"),
            "SEMON_LOG_LEVEL": "INFO"}  # fmt: skip
-    r = subprocess.run([*SEMON, "collect"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "SEMON_MQTT_CA_FILE" in r.stderr, r.stderr
+    for command in (["collect"], ["simulate", "--duration", "1"]):
+        r = subprocess.run([*SEMON, *command], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "SEMON_MQTT_CA_FILE" in r.stderr and "does not accept" in r.stderr, r.stderr
 
 
 def test_the_server_name_is_checked(tmp_path: Path):
