@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 import semon
@@ -27,10 +28,12 @@ from semon.api import (
     routes_webhooks,
 )
 from semon.api.auth import FAILED_AUTH_BURST, FAILED_AUTH_RATE, RateLimiter
+from semon.api.docs import install_docs
 from semon.api.limits import BodyLimitMiddleware
 from semon.api.metrics import MetricsMiddleware
 from semon.api.openapi import install_openapi
 from semon.api.problems import install_problem_handlers
+from semon.api.text_guard import TextGuardMiddleware
 from semon.config import Settings
 from semon.logs import setup_logging
 from semon.notify.canary import Canary
@@ -43,27 +46,44 @@ from semon.store.telemetry import TelemetryStore
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-Read API of **semon**, monitoring of special equipment (elevators, pressure vessels).
+HTTP API of **semon**, monitoring of special equipment (elevators, pressure vessels) — 特种设备
+（电梯、压力容器）在线监测平台的接口。It reads and writes: the registry and telemetry, alarms and
+their handling (acknowledge, clear, comment, assign), trapped-passenger rescues, maintenance
+plans and records, alert delivery (webhooks), API keys and rejected messages.
 
-* **devices** — the registry, each device's newest status and its status history;
-* **alarms** — hazard alarms raised by the rules engine, with every transition;
-* **dead letters** — inbound MQTT messages the collector rejected, and why;
-* **operations** — health probe and Prometheus metrics.
+Authentication: an API key, `Authorization: Bearer smk_…` or `X-API-Key: smk_…` (**Authorize**
+above); what a key sees depends on its role (regulator, firm, owner). `/health` and `/metrics`
+need no key.
 
-Times: device times are epoch **milliseconds** (UTC), usually paired with an ISO-8601 string.
-Query times accept either form. Errors are RFC 9457 `application/problem+json` documents.
+Times: device times are epoch **milliseconds** (UTC), usually paired with an ISO-8601 string;
+query times accept either form; calendar days are China Standard Time (Asia/Shanghai) days.
+Errors are RFC 9457 `application/problem+json` documents.
 """
 
 TAGS = [
-    {"name": "devices", "description": "Equipment registry and telemetry."},
-    {"name": "alarms", "description": "Alarms and their transitions."},
-    {"name": "dead letters", "description": "Rejected inbound messages."},
-    {"name": "operations", "description": "Health and metrics."},
-    {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator (docs/alerts.md)."},
-    {"name": "channels", "description": "告警通道 Alert channels: WeCom, DingTalk, e-mail, SMS (docs/alerts.md)."},
-    {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs."},
-    {"name": "hazards", "description": "Hidden hazards to closure, risk grades, the inspection draw, indicators."},
-]
+    {"name": "devices", "description": "Equipment registry, each device's newest status and its history. 设备与遥测。"},
+    {"name": "alarms", "description": "Hazard alarms raised by the rules engine, every transition, and their "
+     "handling: acknowledge, clear, comment, assign; live stream (SSE). 告警及处置。"},
+    {"name": "rescues", "description": "Trapped-passenger rescues: dispatch, arrival, release and KPIs "
+     "(TSG T5002: on site within 30 min). 困人救援。"},
+    {"name": "maintenance", "description": "On-demand maintenance (GB/T 24476-2017 / TSG T5002): plans, "
+     "decisions, maintenance records and the facts they rest on. 按需维保。"},
+    {"name": "webhooks", "description": "Alert delivery to firms, owners and the regulator: subscriptions, "
+     "deliveries, redelivery (docs/alerts.md). 告警推送。"},
+    {"name": "channels", "description": "Alert channels: WeCom, DingTalk, e-mail, SMS (docs/alerts.md). 告警通道。"},
+    {"name": "hazards", "description": "Hidden hazards tracked to closure, risk grades, the risk-weighted inspection "
+     "draw, the plan's indicators, accidents (docs/hazards.md). 隐患与双重预防。"},
+    {"name": "keys", "description": "API keys and their roles (regulator only); a token is shown once. 接口密钥。"},
+    {"name": "dead letters", "description": "Inbound MQTT messages the collector rejected, and why. 拒收消息。"},
+    {"name": "operations", "description": "Health probe (503 when an alarm could go unreported) and Prometheus "
+     "metrics. 运行状态。"},
+]  # fmt: skip
+
+
+def operation_id(route: APIRoute) -> str:
+    """Operation ids are the route functions' names (``list_keys``), not FastAPI's generated
+    ``list__keys_get``: what client generators and Swagger show. Unique (tests/test_api_docs.py)."""
+    return route.name
 
 
 def create_app(
@@ -127,6 +147,9 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        docs_url=None,  # served by semon.api.docs from the package's own assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings = cfg
     app.state.rate_limiter = RateLimiter(cfg.api_rate_per_s, cfg.api_rate_burst)
@@ -134,10 +157,12 @@ def create_app(
     app.state.db = db
     app.state.telemetry = telemetry
     app.state.canary = None
+    app.add_middleware(TextGuardMiddleware)  # inside the body limit: it reads bounded bodies only
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     install_problem_handlers(app)
     install_openapi(app)
+    install_docs(app)
     # /alarms/stream before /alarms/{alarm_id}, which would otherwise take "stream" for an id.
     app.include_router(routes_stream.router)
     for module in (routes_health, routes_devices, routes_alarms, routes_dead_letters, routes_keys):
@@ -155,12 +180,22 @@ def create_app(
 def serve(settings: Settings) -> None:
     """Run the API with uvicorn on ``api_host:api_port``, logging JSON lines (blocks)."""
     setup_logging(settings.log_level)
+    # Opened here, before uvicorn: an unreachable database is then one clear line at start
+    # (semon.cli) instead of a traceback inside uvicorn's lifespan log record.
+    db = Database(settings.db_url)
     log.info(
         "starting semon API",
         extra={"host": settings.api_host, "port": settings.api_port, "version": semon.__version__},
     )
+    try:
+        _run(create_app(settings, db=db), settings)
+    finally:
+        db.dispose()
+
+
+def _run(app: FastAPI, settings: Settings) -> None:
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,  # keep the JSON handlers setup_logging installed

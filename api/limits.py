@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semon.api.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
+from semon.api.problems import send_problem
 
 
 class BodyLimitMiddleware:
@@ -17,26 +15,10 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": f"{TYPE_PREFIX}payload-too-large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"request bodies are limited to {self.max_bytes} bytes",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(
+            scope, send, 413, f"request bodies are limited to {self.max_bytes} bytes", slug="payload-too-large",
+            title="Payload too large",
+        )  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""

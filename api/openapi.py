@@ -64,8 +64,11 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+            schema["security"] = [{name: []} for name in _KEY_SCHEMES]
             for path, path_item in schema.get("paths", {}).items():
                 for op in path_item.values():
+                    _declare_security(path, op)
                     _add_standard_responses(path, op)
                     for code, resp in op.get("responses", {}).items():
                         content = resp.get("content", {})
@@ -80,6 +83,27 @@ def install_openapi(app: FastAPI) -> None:
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _OPEN_PATHS = {"/health", "/metrics"}
+
+# How api/auth.py reads a key: either header (any one suffices), or ?key= on the SSE stream,
+# which browsers' EventSource cannot send headers with. Listed so Swagger UI offers Authorize.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "bearerFormat": "smk_…",
+                  "description": "API key (`semon keys create`): `Authorization: Bearer smk_…`"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                     "description": "The same API key in an `X-API-Key` header"},
+    "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "key",
+                    "description": "The API key as `?key=` — only on the alarm stream (EventSource)"},
+}  # fmt: skip
+_KEY_SCHEMES = ("bearerKey", "apiKeyHeader")
+_QUERY_KEY_PATHS = {"/alarms/stream"}
+
+
+def _declare_security(path: str, op: dict[str, Any]) -> None:
+    """Open operations need no key; the stream also takes one in the query."""
+    if path in _OPEN_PATHS:
+        op["security"] = []
+    elif path in _QUERY_KEY_PATHS:
+        op["security"] = [{name: []} for name in (*_KEY_SCHEMES, "apiKeyQuery")]
 
 
 def _add_standard_responses(path: str, op: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from semon.store.access import NotVisible
 from semon.store.influx import InfluxError
@@ -118,6 +120,25 @@ def problem_response(
     }
     body.update(extra or {})
     return ProblemResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    detail: str,
+    *,
+    slug: str,
+    title: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Answer with a problem document straight from ASGI middleware (before routing, where
+    there is no Request and the exception handlers do not run)."""
+    doc = {"type": f"{TYPE_PREFIX}{slug}", "title": title, "status": status, "detail": detail}
+    body = json.dumps({**doc, "instance": scope.get("path", ""), **(extra or {})}).encode()
+    headers = [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:

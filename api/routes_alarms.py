@@ -6,7 +6,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from sqlalchemy import select
 
 from semon.api.auth import AccessDep, OperatorDep
@@ -127,25 +127,31 @@ _ACTION_RESPONSES = problem_responses({404: "unknown alarm", 409: "not applicabl
 AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alarm id", examples=[42])]
 
 
-@router.post("/{alarm_id}/ack", response_model=AlarmOut, summary="Acknowledge", responses=_ACTION_RESPONSES)
-def acknowledge(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmAction) -> AlarmOut:
+@router.post("/{alarm_id}/ack", operation_id="acknowledge_alarm", response_model=AlarmOut, summary="Acknowledge",
+             responses=_ACTION_RESPONSES)  # fmt: skip
+def acknowledge(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId,
+                body: Annotated[AlarmAction, Body(default_factory=AlarmAction)]) -> AlarmOut:  # no body = {}
     """Acknowledge an alarm (recorded with who and when)."""
     return _act(db, access, alarm_id, lambda st: st.acknowledge(alarm_id, _actor(who, body)))
 
 
-@router.post("/{alarm_id}/clear", response_model=AlarmOut, summary="Clear by hand", responses=_ACTION_RESPONSES)
-def clear(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmClear) -> AlarmOut:
+@router.post("/{alarm_id}/clear", operation_id="clear_alarm", response_model=AlarmOut, summary="Clear by hand",
+             responses=_ACTION_RESPONSES)  # fmt: skip
+def clear(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId,
+          body: Annotated[AlarmClear, Body(default_factory=AlarmClear)]) -> AlarmOut:  # no body = no reason
     """Clear an alarm; if its condition still holds, the engine raises a new one."""
     return _act(db, access, alarm_id, lambda st: st.clear(alarm_id, _actor(who, body), body.reason))
 
 
-@router.post("/{alarm_id}/comments", response_model=AlarmOut, summary="Comment", responses=_ACTION_RESPONSES)
+@router.post("/{alarm_id}/comments", operation_id="comment_alarm", response_model=AlarmOut, summary="Comment",
+             responses=_ACTION_RESPONSES)  # fmt: skip
 def comment(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmComment) -> AlarmOut:
     """Add a comment to the alarm's history."""
     return _act(db, access, alarm_id, lambda st: st.comment(alarm_id, _actor(who, body), body.text))
 
 
-@router.post("/{alarm_id}/assign", response_model=AlarmOut, summary="Assign", responses=_ACTION_RESPONSES)
+@router.post("/{alarm_id}/assign", operation_id="assign_alarm", response_model=AlarmOut, summary="Assign",
+             responses=_ACTION_RESPONSES)  # fmt: skip
 def assign(db: DbDep, access: AccessDep, who: OperatorDep, alarm_id: AlarmId, body: AlarmAssign) -> AlarmOut:
     """Assign the alarm to someone, or unassign it."""
     return _act(db, access, alarm_id, lambda st: st.assign(alarm_id, _actor(who, body), body.assignee))

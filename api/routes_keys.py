@@ -55,6 +55,7 @@ class KeyCreated(KeyOut):
     response_model=KeyCreated,
     status_code=201,
     summary="Create a key",
+    operation_id="create_key",
     responses=problem_responses({403: "not the regulator", 422: "bad scope"}),
 )
 def create(db: DbDep, _: RegulatorDep, body: KeyIn) -> KeyCreated:
@@ -67,7 +68,8 @@ def create(db: DbDep, _: RegulatorDep, body: KeyIn) -> KeyCreated:
 
 
 @router.get(
-    "", response_model=list[KeyOut], summary="List keys", responses=problem_responses({403: "not the regulator"})
+    "", response_model=list[KeyOut], summary="List keys", operation_id="list_keys",
+    responses=problem_responses({403: "not the regulator"}),
 )
 def list_(db: DbDep, _: RegulatorDep, include_revoked: bool = False) -> list[KeyOut]:
     """Keys, newest first."""
@@ -78,6 +80,7 @@ def list_(db: DbDep, _: RegulatorDep, include_revoked: bool = False) -> list[Key
     "/{key_id}",
     response_model=KeyOut,
     summary="Revoke a key",
+    operation_id="revoke_key",
     responses=problem_responses({403: "not the regulator", 404: "unknown key"}),
 )
 def revoke(db: DbDep, _: RegulatorDep, key_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> KeyOut:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -327,21 +327,24 @@ _STEP_RESPONSES = problem_responses(
 
 
 @router.post("/{rescue_id}/dispatch", response_model=RescueOut, summary="Record the dispatch",
-             responses=_STEP_RESPONSES)  # fmt: skip
-def dispatch(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId, body: DispatchIn) -> RescueOut:
+             operation_id="record_rescue_dispatch", responses=_STEP_RESPONSES)  # fmt: skip
+def dispatch(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId,
+            body: Annotated[DispatchIn, Body(default_factory=DispatchIn)]) -> RescueOut:
     """Someone is on the way (96333 tier and responder); an ``alarm_events`` row ``dispatched``."""
     return _step(request, access, who, rescue_id, "dispatch", body)
 
 
 @router.post("/{rescue_id}/arrive", response_model=RescueOut, summary="Record the arrival",
-             responses=_STEP_RESPONSES)  # fmt: skip
-def arrive(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId, body: ArriveIn) -> RescueOut:
+             operation_id="record_rescue_arrival", responses=_STEP_RESPONSES)  # fmt: skip
+def arrive(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId,
+            body: Annotated[ArriveIn, Body(default_factory=ArriveIn)]) -> RescueOut:
     """On site; later than the arrival limit (30 min) after the alarm is flagged as a breach."""
     return _step(request, access, who, rescue_id, "arrive", body)
 
 
 @router.post("/{rescue_id}/release", response_model=RescueOut, summary="Record the release",
-             responses=_STEP_RESPONSES)  # fmt: skip
-def release(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId, body: ReleaseIn) -> RescueOut:
+             operation_id="record_rescue_release", responses=_STEP_RESPONSES)  # fmt: skip
+def release(request: Request, access: AccessDep, who: OperatorDep, rescue_id: RescueId,
+            body: Annotated[ReleaseIn, Body(default_factory=ReleaseIn)]) -> RescueOut:
     """Passengers out, with the cause (one the maintenance policy names: equipment, its external causes, unknown)."""
     return _step(request, access, who, rescue_id, "release", body)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from semon.config import get_settings
+from semon.errors import ConfigError, ServiceUnavailable
 from semon.logs import setup_logging
 from semon.rules.hazards.cli import hazards_app, inspections_app
 from semon.rules.maintenance.cli import maintenance_app
@@ -20,7 +23,43 @@ if TYPE_CHECKING:
     from semon.config import Settings
     from semon.store.db import Database
 
-app = typer.Typer(help="semon — monitoring for elevators and pressure vessels.", no_args_is_help=True)
+EXIT_CONFIG = 2
+
+
+def startup_error_line(e: BaseException) -> str | None:
+    """The one line an operator reads for a configuration error or a service that is not
+    there at start; None for anything else (a bug: its traceback is wanted)."""
+    if isinstance(e, ConfigError | ServiceUnavailable):
+        return f"semon: {e}"
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(e, OperationalError | InterfaceError):
+        # psycopg's message is several lines (every address tried); the first says why.
+        why = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        return (f"semon: database unreachable (SEMON_DB_URL): {why} — check that the database server runs "
+                "and the URL's host, port, user and password")  # fmt: skip
+    return None
+
+
+class SemonTyper(typer.Typer):
+    """The ``semon`` app: start-up errors end as one line on stderr and exit code 2 (the
+    traceback too at SEMON_LOG_LEVEL=DEBUG), not as a page of traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the command line."""
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as e:  # classified below; anything else is re-raised
+            line = startup_error_line(e)
+            if line is None:
+                raise
+            if os.environ.get("SEMON_LOG_LEVEL", "").upper() == "DEBUG":
+                traceback.print_exc()
+            sys.stderr.write(" ".join(line.split()) + "\n")  # one line, whatever the message held
+            sys.exit(EXIT_CONFIG)
+
+
+app = SemonTyper(help="semon — monitoring for elevators and pressure vessels.", no_args_is_help=True)
 devices_app = typer.Typer(help="Equipment registry.", no_args_is_help=True)
 db_app = typer.Typer(help="Relational database schema.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
@@ -32,7 +71,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(maintenance_app, name="maintenance")
 app.add_typer(hazards_app, name="hazards")
 app.add_typer(inspections_app, name="inspections")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a message stays one line, however narrow
 
 
 def _wait_for_signal(failed: threading.Event | None = None) -> bool:
@@ -54,6 +93,7 @@ def collect(
     from semon.ingest.collector import Collector, tune_runtime
     from semon.ingest.supervision import EXIT_STAGE_FAILED
     from semon.metrics import serve_health
+    from semon.mqtt_connect import probe_tls
     from semon.rules.maintenance.reversion import install_reversion
     from semon.store import open_telemetry
     from semon.store.db import Database
@@ -61,10 +101,9 @@ def collect(
     s = get_settings()
     setup_logging(s.log_level)
     if s.mqtt_url == "embedded":
-        console.print(
-            "[red]semon collect needs SEMON_MQTT_URL (mqtt://host:port); `semon demo` runs an embedded broker[/]"
-        )
-        raise typer.Exit(2)
+        raise ConfigError("SEMON_MQTT_URL", "semon collect needs a broker (mqtt://host:1883 or mqtts://host:8883); "
+                          "`semon demo` runs an embedded one")  # fmt: skip
+    probe_tls(s.mqtt_target())  # a CA that does not fit is a configuration error, not a reconnect loop
     tune_runtime()  # GIL switch interval and GC thresholds: only this dedicated process
     db = Database(s.db_url)
     try:
@@ -424,7 +463,10 @@ def simulate(
     truth: Annotated[Path | None, typer.Option(help="write the ground truth of injected faults (JSONL)")] = None,
     registry: Annotated[Path | None, typer.Option(help="write the fleet's registry CSV")] = None,
     registry_only: Annotated[bool, typer.Option(help="write --registry and exit")] = False,
-    mqtt_url: Annotated[str | None, typer.Option(help="broker (default SEMON_MQTT_URL)")] = None,
+    mqtt_url: Annotated[str | None, typer.Option(help="broker (default SEMON_MQTT_URL); mqtts:// for TLS")] = None,
+    mqtt_ca_file: Annotated[Path | None, typer.Option(help="CA of the broker (default SEMON_MQTT_CA_FILE)")] = None,
+    mqtt_cert_file: Annotated[Path | None, typer.Option(help="client cert (default SEMON_MQTT_CERT_FILE)")] = None,
+    mqtt_key_file: Annotated[Path | None, typer.Option(help="client key (default SEMON_MQTT_KEY_FILE)")] = None,
     device_time: Annotated[
         bool, typer.Option(help="end when device time covers duration × speed, however long the wall takes")
     ] = False,
@@ -435,10 +477,13 @@ def simulate(
 
     A simulated day: --elevators 1000 --vessels 200 --speed 60 --duration 1440 --rate 0 --scenario mixed
     """
+    from semon.mqtt_connect import probe_tls
     from semon.simulators.fleet import build_fleet
     from semon.simulators.run import SimulationConfig, run_simulation
 
-    s = get_settings(**({"mqtt_url": mqtt_url} if mqtt_url else {}))
+    given = {"mqtt_url": mqtt_url, "mqtt_ca_file": mqtt_ca_file, "mqtt_cert_file": mqtt_cert_file,
+             "mqtt_key_file": mqtt_key_file}  # fmt: skip
+    s = get_settings(**{k: v for k, v in given.items() if v is not None})
     setup_logging(s.log_level)
     if registry_only:
         if registry is None:
@@ -447,21 +492,26 @@ def simulate(
         console.print(f"registry of {elevators + vessels} devices written to {registry}")
         return
     if s.mqtt_url == "embedded":
-        console.print("[red]semon simulate needs a broker: --mqtt-url mqtt://host:port or SEMON_MQTT_URL[/]")
-        raise typer.Exit(2)
-    host, port = s.mqtt_endpoint()
+        raise ConfigError("SEMON_MQTT_URL", "semon simulate needs a broker: --mqtt-url mqtt://host:1883 (or mqtts://)")
+    target = s.mqtt_target()
+    probe_tls(target)  # a CA that does not fit: say so, rather than "unreachable"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cfg = SimulationConfig(
-        host=host, port=port, elevators=elevators, vessels=vessels, rate=rate, duration_s=duration,
+        host=target.host, port=target.port, tls=target.tls, elevators=elevators, vessels=vessels, rate=rate,
+        duration_s=duration,
         faults=list(fault or []), seed=seed, speed=speed, truth_path=truth, registry_path=registry,
-        progress=True, stop_event=stop, username=s.mqtt_username, password=s.mqtt_password,
+        progress=True, stop_event=stop, username=target.username, password=target.password,
         keepalive_s=keepalive, scenario=scenario, per_type=per_type, device_time_bound=device_time,
         scenario_types=[t.strip() for t in scenario_types.split(",") if t.strip()] if scenario_types else None,
     )  # fmt: skip
     try:
         res = run_simulation(cfg)
+    except ConnectionError as e:  # refused, unreachable, or a certificate the CA does not accept
+        raise ServiceUnavailable("MQTT broker", "SEMON_MQTT_URL / --mqtt-url", str(e)) from e
+    except ConfigError:
+        raise
     except ValueError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from e

@@ -5,10 +5,14 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from semon.errors import ConfigError
+from semon.mqtt_connect import MqttTarget, TlsFiles, parse_target
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -26,6 +30,11 @@ class Settings(BaseSettings):
     # looked up there for the user, and a collector's user defaults to its client id (the broker
     # binds the two: use_username_as_clientid, config/mosquitto/mosquitto.conf).
     mqtt_credentials_file: Path | None = None
+    # TLS (mqtts:// URLs, docs/tls.md): CA bundle that signed the broker's certificate (empty =
+    # the system's trust store), and an optional client certificate and key (PEM).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     # Shared-subscription group: several collectors split the stream (Mosquitto / EMQX).
     mqtt_share_group: str | None = None
     # "I/N": this collector owns the devices whose CRC-32 of the id is I modulo N, on its own
@@ -182,14 +191,45 @@ class Settings(BaseSettings):
         """Durable spool for telemetry while InfluxDB is slow or down."""
         return self.data_dir / "spool.db"
 
-    def mqtt_endpoint(self) -> tuple[str, int]:
-        """Host and port of the broker (the embedded one listens on 127.0.0.1)."""
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        if v.upper() not in LOG_LEVELS:
+            raise ConfigError("SEMON_LOG_LEVEL", f"{v!r} is not a log level (use one of {', '.join(LOG_LEVELS)})")
+        return v.upper()
+
+    @field_validator("db_url")
+    @classmethod
+    def _supported_db(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
+        if scheme in ("postgres", "postgresql"):
+            # Heroku-style postgres:// is what many hosts hand out; SQLAlchemy knows only postgresql.
+            return "postgresql+psycopg://" + v.split("://", 1)[1]
+        if scheme.startswith("postgresql+") or scheme.startswith("sqlite"):
+            return v
+        if scheme.startswith(("mysql", "mariadb")):
+            raise ConfigError("SEMON_DB_URL", "MySQL / MariaDB is not supported; use postgresql://user:pw@host/db "
+                              "or sqlite:///path/semon.db")  # fmt: skip
+        raise ConfigError("SEMON_DB_URL", f"unsupported database URL {v.split('@')[-1]!r} "
+                          "(use postgresql://user:pw@host/db or sqlite:///path/semon.db)")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _mqtt_usable(self) -> Settings:
+        self.mqtt_target()  # a bad URL or TLS file is a start-up error, not a reconnect loop
+        return self
+
+    def mqtt_target(self) -> MqttTarget:
+        """The broker to connect to, with TLS files and credentials (the embedded broker
+        listens on plain 127.0.0.1)."""
         if self.mqtt_url == "embedded":
-            return "127.0.0.1", self.mqtt_embedded_port
-        u = urlparse(self.mqtt_url if "://" in self.mqtt_url else f"mqtt://{self.mqtt_url}")
-        if u.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"SEMON_MQTT_URL: unsupported scheme {u.scheme!r} (use mqtt://host:port)")
-        return u.hostname or "127.0.0.1", u.port or 1883
+            return MqttTarget("127.0.0.1", self.mqtt_embedded_port)
+        tls = TlsFiles(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
+        return parse_target(self.mqtt_url, tls, username=self.mqtt_username, password=self.mqtt_password)
+
+    def mqtt_endpoint(self) -> tuple[str, int]:
+        """Host and port of the broker."""
+        t = self.mqtt_target()
+        return t.host, t.port
 
     def mqtt_login(self, default_user: str | None = None) -> tuple[str, str | None] | None:
         """``(user, password)`` to log in to the broker with, or None for an anonymous login:
@@ -206,5 +246,30 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (used by tests and the demo)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings from the environment, with explicit overrides (used by tests and the demo);
+    raises :class:`ConfigError` naming the ``SEMON_*`` variable of the first bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise config_error(e) from e
+
+
+def config_error(e: ValidationError) -> ConfigError:
+    """The ValidationError of loading settings as one ConfigError: the variable's name
+    (``SEMON_BATCH_MAX_LINES``, not the field's), the value and what is wrong, in plain words."""
+    problems: list[tuple[str, str]] = []
+    for err in e.errors():
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, ConfigError):
+            problems.append((cause.setting, cause.message))
+            continue
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        value = err.get("input")
+        secret = any(w in field for w in ("password", "token", "secret", "url"))  # URLs may carry passwords
+        shown = f"{value!r} is not valid: " if isinstance(value, str | int | float) and not secret else ""
+        problems.append((f"SEMON_{field.upper()}", f"{shown}{err['msg']}"))
+    if not problems:
+        return ConfigError("settings", str(e))
+    (setting, message), rest = problems[0], problems[1:]
+    more = f" (and {len(rest)} more: {'; '.join(f'{n}: {m}' for n, m in rest)})" if rest else ""
+    return ConfigError(setting, message + more)

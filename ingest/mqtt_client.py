@@ -40,12 +40,14 @@ _PUBACK_PACK = struct.Struct("!BBH").pack
 class BufferedSocket:
     """A socket whose small reads are served from one large read."""
 
-    __slots__ = ("_buf", "_pos", "_sock")
+    __slots__ = ("_buf", "_inner_pending", "_pos", "_sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buf = b""
         self._pos = 0
+        # A TLS socket holds decrypted bytes select() cannot see; paho asks pending() first.
+        self._inner_pending = getattr(sock, "pending", None)
 
     def recv(self, n: int) -> bytes:
         """Up to ``n`` bytes; raises ``BlockingIOError`` like the socket when nothing is there."""
@@ -63,8 +65,9 @@ class BufferedSocket:
         return buf[pos : pos + n]
 
     def pending(self) -> int:
-        """Bytes already read from the socket and not yet handed to paho."""
-        return len(self._buf) - self._pos
+        """Bytes already read from the socket (or decrypted by TLS) and not yet handed to paho."""
+        inner = self._inner_pending() if self._inner_pending is not None else 0
+        return len(self._buf) - self._pos + inner
 
     def take_packet(self) -> tuple[int, bytes] | None:
         """The next whole MQTT packet in the buffer as (first byte, rest after the length), or

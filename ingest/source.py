@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from semon import metrics as m
 from semon.config import Settings
@@ -25,6 +24,7 @@ from semon.contract.topics import CANARY_PINGS, SUBSCRIPTIONS
 from semon.ingest.handover import Batch, Delivery, Inbound
 from semon.ingest.mqtt_client import FastClient
 from semon.ingest.supervision import Supervisor
+from semon.mqtt_connect import make_client
 from semon.timeutil import now_ms
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,11 @@ class MqttSource:
         self.client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> FastClient:
-        c = FastClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+        c = make_client(
+            self.settings.mqtt_target(),
+            client_id,
+            cls=FastClient,
             clean_session=False,  # persistent session: the broker queues while we are away
-            protocol=mqtt.MQTTv311,
             manual_ack=True,  # ack only once what a message produced is durable
         )
         # The collector's user is its client id unless set otherwise: a broker that binds the two

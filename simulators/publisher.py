@@ -15,6 +15,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from semon.mqtt_connect import MqttTarget, TlsFiles, make_client
+
 log = logging.getLogger(__name__)
 
 # Our own send window (messages awaiting PUBACK). paho's message ids are 16 bit, so more than
@@ -40,20 +42,14 @@ class StatusPublisher:
         qos: int = 1,
         max_inflight: int = 0,
         keepalive_s: int = 30,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.host, self.port, self.qos, self.keepalive_s = host, port, qos, keepalive_s
         self.sent = 0  # written by the caller's thread only
         self.acked = 0  # written by paho's network thread only
         self._connected = threading.Event()
         self._connect_error: str | None = None
-        c = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-        )
-        if username:
-            c.username_pw_set(username, password)
+        c = make_client(MqttTarget(host, port, tls, username, password), client_id, clean_session=True)
         # 0 = no paho in-flight limit. With a limit, paho rescans its whole in-flight table on
         # every PUBACK (Client._update_inflight): measured against Mosquitto 2.0.11 on 2 cores,
         # 20 000 QoS 1 publishes were acknowledged at 3.9 k msg/s with a limit of 1 000 and at

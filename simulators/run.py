@@ -36,6 +36,7 @@ from pathlib import Path
 import orjson
 
 from semon.contract.topics import device_topic
+from semon.mqtt_connect import TlsFiles
 from semon.simulators.engine import FleetEngine
 from semon.simulators.faults import FaultSpec, check_no_overlap, parse_fault_specs
 from semon.simulators.fleet import Fleet, build_fleet
@@ -70,6 +71,7 @@ class SimulationConfig:
     step_ms: int = 100  # device-time step of the engine
     username: str | None = None
     password: str | None = None
+    tls: TlsFiles | None = None  # set: connect over TLS (mqtts), verifying the broker's certificate
     ack_timeout_s: float = 30.0  # how long to wait for outstanding PUBACKs at the end
     offline_at_end: bool = False  # publish retained "0" on every online topic when done
     # End when *device* time has covered duration_s × speed, however long that takes on the wall:
@@ -156,7 +158,7 @@ def run_simulation(cfg: SimulationConfig) -> SimulationResult:
     topics = _Topics(engine.kinds, engine.device_ids)
     stop = cfg.stop_event or threading.Event()
 
-    pub = StatusPublisher(cfg.host, cfg.port, cfg.client_id, username=cfg.username, password=cfg.password)
+    pub = StatusPublisher(cfg.host, cfg.port, cfg.client_id, username=cfg.username, password=cfg.password, tls=cfg.tls)
     pub.connect()
     writer = TruthWriter(cfg.truth_path) if cfg.truth_path else None
     online = 0
@@ -285,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m semon.simulators.run", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--tls", action="store_true", help="connect over TLS (mqtts), e.g. --port 8883")
+    p.add_argument("--ca-file", type=Path, default=None, help="CA bundle of the broker's certificate (PEM)")
+    p.add_argument("--cert-file", type=Path, default=None, help="client certificate (PEM), if the broker wants one")
+    p.add_argument("--key-file", type=Path, default=None, help="client key (PEM)")
     p.add_argument("--elevators", type=int, default=10)
     p.add_argument("--vessels", type=int, default=5)
     p.add_argument(
@@ -310,10 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         registry_path=a.registry, client_id=a.client_id, progress=a.progress, keepalive_s=a.keepalive,
         scenario=a.scenario, per_type=a.per_type,
         scenario_types=a.scenario_types.split(",") if a.scenario_types else None,
+        tls=TlsFiles(a.ca_file, a.cert_file, a.key_file, names=("--ca-file", "--cert-file", "--key-file"))
+        if a.tls or a.ca_file or a.cert_file else None,
     )  # fmt: skip
     try:
         r = run_simulation(cfg)
-    except (ValueError, ConnectionError) as e:
+    except (ValueError, ConnectionError) as e:  # ConfigError is a ValueError
         p.error(str(e))
     print(
         f"published {r.total_messages} status and {r.total_events} event messages from {len(r.per_device)} devices in "

@@ -30,10 +30,22 @@ def unavailable(reason: str) -> None:
 
 
 
-class Mosquitto:
-    """A Mosquitto process with ``config/mosquitto/mosquitto-test.conf.template``."""
+def make_pki(out: Path, *names: str) -> Path:
+    """A CA, a server certificate for ``names`` (default localhost, 127.0.0.1) and a client
+    certificate, issued by the shipped ``config/mosquitto/make-certs.sh`` (docs/tls.md)."""
+    if shutil.which("openssl") is None:
+        unavailable("openssl not found (apt-get install openssl)")
+    subprocess.run([str(REPO / "config/mosquitto/make-certs.sh"), str(out), *(names or ("localhost", "127.0.0.1"))],
+                   check=True, capture_output=True)  # fmt: skip
+    return out
 
-    def __init__(self, workdir: Path) -> None:
+
+class Mosquitto:
+    """A Mosquitto process with ``config/mosquitto/mosquitto-test.conf.template``; with
+    ``tls_dir`` (a :func:`make_pki` directory) also the shipped TLS listener
+    (``config/mosquitto/tls/tls.conf``) on ``tls_port``."""
+
+    def __init__(self, workdir: Path, tls_dir: Path | None = None) -> None:
         binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         if binary is None:
             unavailable("mosquitto binary not found (apt-get install mosquitto)")
@@ -43,7 +55,17 @@ class Mosquitto:
         (workdir / "persist").mkdir(parents=True, exist_ok=True)
         template = (REPO / "config/mosquitto/mosquitto-test.conf.template").read_text()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(template.format(port=self.port, persistence_dir=workdir / "persist"))
+        conf = template.format(port=self.port, persistence_dir=workdir / "persist")
+        self.tls_port: int | None = None
+        if tls_dir is not None:
+            self.tls_port = free_port()
+            tls = (REPO / "config/mosquitto/tls/tls.conf").read_text()
+            listener = "listener 8883 0.0.0.0"
+            assert listener in tls and "/mosquitto/certs/" in tls, "tls.conf changed: update this helper"
+            tls = tls.replace(listener, f"listener {self.tls_port} 127.0.0.1")
+            conf += "\n" + tls.replace("/mosquitto/certs/", f"{tls_dir}/")
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(conf)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,11 +73,19 @@ class Mosquitto:
         """``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://localhost:TLS_PORT`` (the name the test certificate carries)."""
+        assert self.tls_port is not None, "started without tls_dir"
+        return f"mqtts://localhost:{self.tls_port}"
+
     def start(self) -> None:
         """Start and wait for the listener."""
         log = open(self.dir / "mosquitto.log", "ab")
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=log)
         wait_port(self.port)
+        if self.tls_port is not None:
+            wait_port(self.tls_port)
 
     def stop(self) -> None:
         """Terminate (Mosquitto saves its persistence file on SIGTERM)."""

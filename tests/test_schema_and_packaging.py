@@ -70,6 +70,8 @@ RUNTIME_FILES = (
     "semon/contract/schemas/alarm.json",
     "semon/api/static/board/index.html",
     "semon/api/static/board/board.js",
+    "semon/api/static/docs/swagger-ui-bundle.js",
+    "semon/api/static/docs/redoc.standalone.js",
     "semon/dashboards/json/regulator-fleet.json",
     "semon/dashboards/provisioning/dashboards/semon.yml",
 )

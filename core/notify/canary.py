@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.exc import SQLAlchemyError
 
 from semon.config import Settings
 from semon.contract.topics import alarm_topic, canary_echo_topic, canary_ping_topic
+from semon.mqtt_connect import make_client
 from semon.rules.alarms import AlarmStore, Stored
 from semon.rules.base import AlarmTransition, RuleSpec, Severity
 from semon.store.db import Database
@@ -68,9 +68,7 @@ class Canary:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.checker, protocol=mqtt.MQTTv311)
-        if settings.mqtt_username:
-            c.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        c = make_client(settings.mqtt_target(), self.checker)
         c.reconnect_delay_set(0.5, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *_a: self.connected.clear()

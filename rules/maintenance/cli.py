@@ -108,14 +108,12 @@ def _overdue(p: pd.DataFrame) -> list[str]:
 def _mqtt_notifier(settings: Any) -> tuple[Any, Any]:
     """A notifier publishing on the configured broker, and its closer."""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    host, port = settings.mqtt_endpoint()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"semon-maintenance-{datetime.now(UTC):%H%M%S%f}",
-                    protocol=mqtt.MQTTv311)  # fmt: skip
-    if settings.mqtt_username:
-        c.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-    c.connect(host, port)
+    from semon.mqtt_connect import make_client
+
+    target = settings.mqtt_target()
+    c = make_client(target, f"semon-maintenance-{datetime.now(UTC):%H%M%S%f}")
+    c.connect(target.host, target.port)
     c.loop_start()
     infos: list[Any] = []
 
