@@ -205,7 +205,8 @@ def test_a_node_killed_mid_stream_loses_nothing_alarms_keep_coming_and_it_rejoin
         wait_until(lambda: sum(a.type == "trapped_passenger" for a in _alarms(stack)) >= 2, 60,
                    "trapped alarms raised after the kill")  # fmt: skip
         cluster.nodes[victim].start()
-        wait_until(lambda: _stream_state(cluster) == (total, 3), 90, "the node rejoined, every message on it")
+        # Every message is in the stream (a terminal's QoS 1 retry may add a copy) on all three nodes.
+        wait_until(lambda: (st := _stream_state(cluster))[1] == 3 and st[0] >= total, 90, "the node rejoined")
     finally:
         _stop(procs)
     want = {d: list(range(1, 21)) for d in quiet} | {d: list(range(1, 41)) for d in late_trapped}
