@@ -116,7 +116,7 @@ EXAMPLES: dict[str, JsonSchema] = {
     },
 }
 
-# Descriptions for model fields that carry none yet (units and sources from shared/domain.md).
+# Descriptions for model fields that carry none yet (units and sources from docs/domain.md).
 # A description set on the model itself always wins; move these into the models over time.
 _FIELD_NOTES: dict[str, dict[str, str]] = {
     "ElevatorStatus": {
