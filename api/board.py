@@ -64,6 +64,7 @@ ASSETS = {
     "board.js": "text/javascript; charset=utf-8",
     "i18n.js": "text/javascript; charset=utf-8",
     "desk.js": "text/javascript; charset=utf-8",
+    "hazards.js": "text/javascript; charset=utf-8",
     "map.js": "text/javascript; charset=utf-8",
     "board.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",

@@ -19,6 +19,8 @@ from semon.i18n import catalog_names, messages, ui_messages
 from semon.notify.canary import MONITORING_DEGRADED
 from semon.rules.base import Severity
 from semon.rules.catalog import CATALOG_FILE
+from semon.rules.hazards import service as hs
+from semon.rules.hazards.catalog import CLASSES
 from semon.rules.maintenance.compliance import inspection_spec, maintenance_overdue_spec, reversion_spec
 from semon.rules.maintenance.policy import load_policy
 from semon.rules.rescue.service import rescue_causes
@@ -98,10 +100,14 @@ def test_every_key_the_page_uses_is_in_the_catalogs():
     board = STATIC / "board"
     html = (board / "index.html").read_text("utf-8")
     used = set(re.findall(r'data-i18n(?:-ph)?="([^"]+)"', html))
-    for js in ("board.js", "desk.js", "map.js", "i18n.js"):
+    for js in ("board.js", "desk.js", "map.js", "i18n.js", "hazards.js"):
         src = (board / js).read_text("utf-8")
         used |= set(re.findall(r'\bt\("([a-z_.0-9]+)"', src))
     used |= {f"ui.desk.rescue_status.{s.value}" for s in RescueStatus}  # built from the rescue's status
+    # Built from a hazard's status, class and steps (rules/hazards/service.py).
+    used |= {f"hazard.status.{s}" for s in ("candidate", *hs.OPEN_STATES[1:], "closed", "rejected")}
+    used |= {f"hazard.class.{c}" for c in CLASSES}
+    used |= {f"hazard.step.{s}" for s in (*hs.STEPS, "found", "proposed", "linked", "evidence", "escalated")}
     assert len(used) > 50
     assert not sorted(used - set(zh)), sorted(used - set(zh))
 

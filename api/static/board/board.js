@@ -313,7 +313,7 @@
   }
 
   // ------------------------------------------------------------------ sign-in and routing
-  const VIEWS = ["signin-view", "fleet-view", "map-view", "desk-view", "device-view"];
+  const VIEWS = ["signin-view", "fleet-view", "map-view", "desk-view", "hazards-view", "device-view"];
   function show(view) { for (const v of VIEWS) $(v).hidden = v !== view; }
 
   async function whoami() {
@@ -328,7 +328,10 @@
   function renderMe() {
     const me = S.me;
     $("signout").hidden = !(me && me.signed_in);
-    $("nav").hidden = !(me && me.role === "regulator");
+    const regulator = Boolean(me && me.role === "regulator");
+    $("nav").hidden = !me;
+    for (const id of ["nav-fleet", "nav-map"]) $(id).hidden = !regulator;
+    $("nav-desk").hidden = !me || regulator;
     $("find").hidden = !(me && me.role === "regulator");
     const scope = !me ? "" : me.role === "regulator" ? t("ui.scope.regulator") : me.firm_name || me.use_unit_name || "";
     $("me").textContent = me && me.signed_in ? t("ui.signed_in_as", { name: me.name, scope }) : "";
@@ -341,6 +344,14 @@
     const m = hash.match(/^#\/device\/(.+)$/);
     state.device = null;
     state.detail = null;
+    if (hash.startsWith("#/hazard")) {
+      // Hazards: everyone's view of their own (the API scopes them), the regulator's of all.
+      S.desk.stop();
+      show("hazards-view");
+      S.hazards.open(hash);
+      connect();
+      return;
+    }
     if (S.me.role !== "regulator") {
       // Firms (and owners) work on their desk: their own alarms through the tenant-scoped API.
       if (hash !== "#/desk") { location.replace("#/desk"); }
@@ -405,6 +416,7 @@
     if (state.detail) renderDevice();
     S.desk.render();
     if (S.map) S.map.update(state.summary);
+    if (location.hash.startsWith("#/hazard")) S.hazards.render();
   });
 
   $("find").addEventListener("submit", (e) => {
