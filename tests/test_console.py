@@ -208,7 +208,9 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
             where = mine.locator(".where").inner_text()
             assert "天河路 385 号" in where and "太古汇物业管理有限公司" in where and "陈经理" in where
             assert page.inner_text("#desk-firm") == "广州穗安电梯维保有限公司"
-            assert page.is_hidden("#nav") and page.is_hidden("#fleet-view")  # no city board for a firm
+            # No city board or map for a firm: its navigation is its desk and its hazards.
+            assert page.is_hidden("#nav-fleet") and page.is_hidden("#nav-map") and page.is_hidden("#fleet-view")
+            assert page.is_visible("#nav-desk") and page.is_visible("#nav-hazards")
             page.wait_for_function(
                 f"document.querySelector('#desk li[data-alarm-id=\"{red}\"] .arrival-clock').dataset.level === 'red'"
             )
