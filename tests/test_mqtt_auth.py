@@ -151,11 +151,13 @@ def compose_broker(workdir: Path, auth_dir: Path) -> Mosquitto:
     """config/mosquitto/mosquitto.conf as the compose stack runs it, on a free local port, with
     its auth files from ``auth_dir`` (the compose volume) and persistence in ``workdir``."""
     m = Mosquitto(workdir)
+    (workdir / "conf.d").mkdir(parents=True, exist_ok=True)
     text = (REPO / "config/mosquitto/mosquitto.conf").read_text()
     for old, new in (
         ("listener 1883 0.0.0.0", f"listener {m.port} 127.0.0.1"),
         ("/mosquitto/auth/", f"{auth_dir}/"),
         ("/mosquitto/data/", f"{workdir / 'persist'}/"),
+        ("/mosquitto/config/conf.d", f"{workdir / 'conf.d'}"),  # compose mounts an empty one
     ):
         assert old in text, old
         text = text.replace(old, new)
