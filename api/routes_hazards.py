@@ -25,7 +25,7 @@ from semon.rules.hazards import service as hs
 from semon.rules.hazards.catalog import default_catalog
 from semon.rules.hazards.draw import draw
 from semon.rules.hazards.indicators import indicators
-from semon.rules.hazards.risk import default_risk_policy, grade
+from semon.rules.hazards.risk import default_risk_policy
 from semon.store.access import Access
 from semon.store.hazards import Hazard
 
@@ -399,21 +399,11 @@ class RiskPage(PageMeta):
 
 
 def _grades(request: Request, access: Access, now_ms: int) -> list[RiskOut]:
-    p = default_risk_policy()
-    now, tz = _now(now_ms), _tz(request)
-    windows = {
-        "recent_hazards": p.recent_hazards.window_days,
-        "faults": p.faults.window_days,
-        "entrapments": p.entrapments.window_days,
-        "maintenance": p.maintenance.window_days,
-    }
-    today = hs.local_day(now, tz)
-    out = []
-    for x in hs.risk_inputs(access, now, tz, windows):
-        g = grade(x, today, p)
-        zh, en = p.grades.names[g.grade]
-        out.append(RiskOut(**g.as_dict(), grade_zh=zh, grade_en=en))
-    return out
+    names = default_risk_policy().grades.names
+    return [
+        RiskOut(**g.as_dict(), grade_zh=names[g.grade][0], grade_en=names[g.grade][1])
+        for g in hs.risk_grades(access, _now(now_ms), _tz(request))
+    ]
 
 
 @router.get("/risk", response_model=RiskPage, summary="Risk grades", responses=problem_responses())

@@ -216,17 +216,8 @@ def scan(at: AtOpt = None) -> None:
 
 def _grades(access: Any, tz: str, now: datetime) -> list[Any]:
     from semon.rules.hazards import service as hs
-    from semon.rules.hazards.risk import default_risk_policy, grade
 
-    p = default_risk_policy()
-    windows = {
-        "recent_hazards": p.recent_hazards.window_days,
-        "faults": p.faults.window_days,
-        "entrapments": p.entrapments.window_days,
-        "maintenance": p.maintenance.window_days,
-    }
-    today = hs.local_day(now, tz)
-    return [grade(x, today, p) for x in hs.risk_inputs(access, now, tz, windows)]
+    return hs.risk_grades(access, now, tz)
 
 
 @hazards_app.command("risk")

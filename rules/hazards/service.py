@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
 
 from semon.rules.base import RuleSpec, Severity
 from semon.rules.hazards.catalog import HazardCatalog, default_catalog
 from semon.rules.hazards.indicators import AccidentRow, HazardRow, Unit
-from semon.rules.hazards.risk import InspectionState, RiskInputs
+from semon.rules.hazards.risk import InspectionState, RiskGrade, RiskInputs, RiskPolicy, default_risk_policy, grade
 from semon.rules.maintenance.compliance import Notifier, Wanted, device_info, sync_alarms
 from semon.store.access import Access, NotVisible
 from semon.store.db import Database
@@ -85,8 +85,8 @@ def hazard(access: Access, hazard_id: int, *, lock: bool = False) -> Hazard:
     return h
 
 
-def _step(access: Access, h: Hazard, step: str, actor: str, at: datetime, note: str = "", **details: Any) -> None:
-    access.s.add(HazardStep(hazard_id=h.id, step=step, actor=actor, at=at, note=note, details=details))
+def _step(s: Session, h: Hazard, step: str, actor: str, at: datetime, note: str = "", **details: Any) -> None:
+    s.add(HazardStep(hazard_id=h.id, step=step, actor=actor, at=at, note=note, details=details))
 
 
 def _deadline(cat: HazardCatalog, cls: str, opened: datetime, tz: str) -> date:
@@ -138,7 +138,7 @@ def record(
     )
     access.s.add(h)
     access.s.flush()
-    _step(access, h, "found", actor, at, f.description, source=f.source, deadline=h.deadline.isoformat())
+    _step(access.s, h, "found", actor, at, f.description, source=f.source, deadline=h.deadline.isoformat())
     return h
 
 
@@ -206,7 +206,7 @@ def advance(
     if step == "reopen":
         h.rectified_at = None
     h.status, h.updated_at = after, now
-    _step(access, h, step, actor, now, body.note, **details)
+    _step(access.s, h, step, actor, now, body.note, **details)
     access.s.flush()
     return h
 
@@ -245,7 +245,7 @@ def add_evidence(
     )
     access.s.add(e)
     access.s.flush()
-    _step(access, h, "evidence", actor, now, filename, evidence_id=e.id, sha256=e.sha256, size=e.size)
+    _step(access.s, h, "evidence", actor, now, filename, evidence_id=e.id, sha256=e.sha256, size=e.size)
     return e
 
 
@@ -279,16 +279,7 @@ def propose_from_alarms(db: Database, now: datetime, catalog: HazardCatalog | No
             if h is not None:
                 h.alarm_ids = [*h.alarm_ids, r.id]
                 h.updated_at = now
-                s.add(
-                    HazardStep(
-                        hazard_id=h.id,
-                        step="linked",
-                        actor="rules",
-                        at=now,
-                        note="",
-                        details={"alarm_id": r.id, "alarm_type": r.type},
-                    )
-                )
+                _step(s, h, "linked", "rules", now, alarm_id=r.id, alarm_type=r.type)
             else:
                 dev = s.get(Device, r.device_id)
                 if dev is None:
@@ -311,16 +302,7 @@ def propose_from_alarms(db: Database, now: datetime, catalog: HazardCatalog | No
                 )
                 s.add(h)
                 s.flush()
-                s.add(
-                    HazardStep(
-                        hazard_id=h.id,
-                        step="proposed",
-                        actor="rules",
-                        at=now,
-                        note="",
-                        details={"alarm_id": r.id, "alarm_type": r.type},
-                    )
-                )
+                _step(s, h, "proposed", "rules", now, alarm_id=r.id, alarm_type=r.type)
                 live[(r.device_id, ht.code)] = h
             seen.add(r.id)
             touched.append(h.id)
@@ -348,15 +330,13 @@ def escalate_overdue(db: Database, now: datetime, tz: str, notify: Notifier | No
         for h in late:
             if h.escalated_at is None:
                 h.escalated_at = now
-                s.add(
-                    HazardStep(
-                        hazard_id=h.id,
-                        step="escalated",
-                        actor="system",
-                        at=now,
-                        note="",
-                        details={"deadline": h.deadline.isoformat() if h.deadline else None, "class": h.hazard_class},
-                    )
+                _step(
+                    s,
+                    h,
+                    "escalated",
+                    "system",
+                    now,
+                    **{"deadline": h.deadline.isoformat() if h.deadline else None, "class": h.hazard_class},
                 )
         by_device: dict[str, list[Hazard]] = {}
         for h in late:
@@ -387,11 +367,16 @@ def _counts(s: Any, stmt: Any) -> dict[str, int]:
     return {k: int(v) for k, v in s.execute(stmt).all()}
 
 
-def risk_inputs(access: Access, as_of: datetime, tz: str, windows: dict[str, int]) -> list[RiskInputs]:
-    """The inputs of every device's risk grade in the caller's scope, as of an instant.
-
-    ``windows``: days for ``recent_hazards``, ``faults``, ``entrapments``, ``maintenance``.
-    """
+def risk_inputs(access: Access, as_of: datetime, tz: str, policy: RiskPolicy | None = None) -> list[RiskInputs]:
+    """The inputs of every device's risk grade in the caller's scope, as of an instant (counts over
+    the policy's windows)."""
+    p = policy or default_risk_policy()
+    windows = {
+        "recent_hazards": p.recent_hazards.window_days,
+        "faults": p.faults.window_days,
+        "entrapments": p.entrapments.window_days,
+        "maintenance": p.maintenance.window_days,
+    }
     s = access.s
     today = local_day(as_of, tz)
     devs = s.execute(
@@ -556,11 +541,11 @@ def record_accident(
     return a
 
 
-def grades_of(inputs: Iterable[RiskInputs], as_of: date) -> dict[str, str]:
-    """Grade letter per device (for indicators and the draw)."""
-    from semon.rules.hazards.risk import grade
-
-    return {x.device_id: grade(x, as_of).grade for x in inputs}
+def risk_grades(access: Access, as_of: datetime, tz: str, policy: RiskPolicy | None = None) -> list[RiskGrade]:
+    """Every device's risk grade in the caller's scope, as of an instant (API, CLI, boards)."""
+    p = policy or default_risk_policy()
+    today = local_day(as_of, tz)
+    return [grade(x, today, p) for x in risk_inputs(access, as_of, tz, p)]
 
 
 BOARD_MEASUREMENT = "hazard_indicators"
@@ -571,22 +556,14 @@ def indicator_points(db: Database, now: datetime, tz: str, since: date | None = 
     1 January of this local year) to today (docs/boards.md). Rates are absent when there is
     nothing to rate (no major hazard found)."""
     from semon.rules.hazards.indicators import indicators
-    from semon.rules.hazards.risk import default_risk_policy, grade
     from semon.store.access import SYSTEM
     from semon.store.telemetry import Point
 
-    p = default_risk_policy()
-    windows = {
-        "recent_hazards": p.recent_hazards.window_days,
-        "faults": p.faults.window_days,
-        "entrapments": p.entrapments.window_days,
-        "maintenance": p.maintenance.window_days,
-    }
     today = local_day(now, tz)
     with db.session() as s:
         access = Access(s, SYSTEM)
         units, hz, acc = indicator_rows(access, tz)
-        grades = {x.device_id: grade(x, today, p).grade for x in risk_inputs(access, now, tz, windows)}
+        grades = {g.device_id: g.grade for g in risk_grades(access, now, tz)}
     start = since or date(today.year, 1, 1)
     rows = indicators(units, hz, acc, grades, start, today + timedelta(days=1), today, "district")
     out = []
