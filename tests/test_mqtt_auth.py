@@ -135,6 +135,10 @@ def test_cli_writes_files_from_the_registry(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     acl = (tmp_path / "a/acl").read_text()
     assert "user V1\ntopic write semon/v1/vessel/V1/#" in acl and "user firm-F001" in acl
+    import json
+
+    clients = {c["username"]: c for c in json.loads((tmp_path / "a" / DYNSEC_FILE).read_text())["clients"]}
+    assert clients["V1"]["clientid"] == "V1" and clients["semon-collector"]["clientid"] == "semon-collector"
 
 
 def test_one_user_name_for_two_accounts_is_refused():
