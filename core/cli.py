@@ -181,7 +181,7 @@ def score(
 
 @app.command("mqtt-auth")
 def mqtt_auth(
-    out_dir: Annotated[Path, typer.Option(help="where passwd, acl and credentials.csv go")] = Path("mqtt-auth"),
+    out_dir: Annotated[Path, typer.Option(help="where the generated files go")] = Path("mqtt-auth"),
     rotate: Annotated[bool, typer.Option(help="new passwords for everyone")] = False,
     collector_user: Annotated[
         list[str] | None, typer.Option(help="a collector session's MQTT user = its client id (repeat per partition)")
@@ -189,7 +189,8 @@ def mqtt_auth(
     service: Annotated[list[str] | None, typer.Option(help="a service's MQTT user (semon api / deliver)")] = None,
     gateway: Annotated[list[str] | None, typer.Option(help="a user publishing for every device (simulator)")] = None,
 ) -> None:
-    """Generate a Mosquitto password file and ACL from the registry (devices, firms, collectors)."""
+    """Generate Mosquitto accounts and ACL from the registry (devices, firms, collectors): a password
+    file and ACL, and the dynamic-security plugin's file, which also binds client ids."""
     from sqlalchemy import select
 
     from semon.mqtt_auth import write_auth
@@ -214,7 +215,9 @@ def mqtt_auth(
     console.print(
         f"{n['accounts']} accounts ({n['devices']} devices, {n['firms']} firms, {len(collectors)} collectors) → "
         f"{out_dir}/passwd, "
-        f"{out_dir}/acl; passwords in {out_dir}/credentials.csv (mode 0600). Mosquitto: password_file, acl_file."
+        f"{out_dir}/acl, {out_dir}/dynamic-security.json; passwords in {out_dir}/credentials.csv (mode 0600). "
+        "Mosquitto: plugin_opt_config_file of the dynamic-security plugin (client ids bound; compose), or "
+        "password_file and acl_file."
     )
 
 

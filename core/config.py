@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     # credentials.csv written by `semon mqtt-auth`: with it, a missing SEMON_MQTT_PASSWORD is
     # looked up there for the user, and a collector's user defaults to its client id (the broker
-    # binds the two: use_username_as_clientid, config/mosquitto/mosquitto.conf).
+    # binds the two: dynamic-security plugin, config/mosquitto/mosquitto.conf).
     mqtt_credentials_file: Path | None = None
     # TLS (mqtts:// URLs, docs/tls.md): CA bundle that signed the broker's certificate (empty =
     # the system's trust store), and an optional client certificate and key (PEM).

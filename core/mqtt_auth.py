@@ -8,14 +8,19 @@ whole fleet — development only) have their own accounts. Passwords are random,
 ``credentials.csv`` (mode 0600) for provisioning, and stored in the password file only as
 Mosquitto ``$7$`` PBKDF2-SHA512 hashes.
 
-Identity is bound to the session by the broker, not by the ACL: the compose broker runs with
-``use_username_as_clientid true`` (config/mosquitto/mosquitto.conf), so a client's session is
-its user name whatever client id it sends, and a device holding its own valid password can
-neither take over a collector's persistent session nor another device's. Every process that
-keeps a session therefore needs its own user: one per collector *session* (the partition's
-client id, e.g. ``semon-collector-p0of2``; a standby of that partition shares it, the lease
-lets only one of them connect, docs/scaling.md), one per service process. The ACL grants
-exact topics per user and no ``pattern`` lines: a pattern applies to every account (firms and
+Identity is bound to the session by the broker, not by the ACL: the compose broker loads
+Mosquitto's dynamic-security plugin with the ``dynamic-security.json`` written here
+(config/mosquitto/mosquitto.conf), which binds every device, firm and collector account to one
+client id, its user name. A CONNECT with that user and any other client id is refused
+(CONNACK "not authorised"), so a device holding its own valid password can neither take over a
+collector's persistent session nor another device's, and the session it would have taken is
+never touched. Every process that keeps a session therefore needs its own user: one per
+collector *session* (the partition's client id, e.g. ``semon-collector-p0of2``; a standby of
+that partition shares it, the lease lets only one of them connect, docs/scaling.md). Service
+and gateway accounts (canary checkers, the maintenance CLI, a simulator) are platform-internal
+and pick a fresh client id per process, so they are not bound (:data:`BOUND_ROLES`). The ACL
+grants exact topics per user (:func:`grants`, rendered both as an ``acl_file`` and as the
+plugin's roles) and no ``pattern`` lines: a pattern applies to every account (firms and
 collectors too), so it could only widen what an account may do.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Sequence
@@ -35,13 +41,23 @@ from semon.contract.topics import KINDS, PREFIX
 # Mosquitto 2's mosquitto_passwd default for $7$ (PBKDF2-SHA512).
 PBKDF2_ITERATIONS = 101
 COLLECTOR_USER = "semon-collector"
+# Accounts the broker binds to one client id (their user name): everything that logs in from
+# outside the platform, and the collectors whose persistent sessions must not be taken over.
+BOUND_ROLES = frozenset({"device", "firm", "collector"})
+DYNSEC_FILE = "dynamic-security.json"
+
+
+def _pbkdf2(password: str, salt: bytes | None, iterations: int) -> tuple[str, str]:
+    """``(salt, key)`` in base64: PBKDF2-SHA512, 64 bytes, as both Mosquitto stores read it."""
+    salt = salt or os.urandom(12)
+    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return base64.b64encode(salt).decode(), base64.b64encode(dk).decode()
 
 
 def hash_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
     """A Mosquitto ``$7$`` password hash."""
-    salt = salt or os.urandom(12)
-    dk = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+    salt_b64, dk_b64 = _pbkdf2(password, salt, iterations)
+    return f"$7${iterations}${salt_b64}${dk_b64}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,27 +94,64 @@ def accounts(
     return out
 
 
+def grants(a: Account) -> list[tuple[str, str]]:
+    """``(access, topic filter)`` an account may use, access being read, write or readwrite
+    (the ``acl_file`` words): the one statement of what each role may do."""
+    if a.role == "collector":
+        # Devices' topics and canary pings in, alarms and canary echoes out.
+        return [("read", f"{PREFIX}/+/+/+"), ("write", f"{PREFIX}/alarms/#"), ("readwrite", f"{PREFIX}/canary/#")]
+    if a.role == "service":
+        # Canary pings out, echoes in; platform alarms and maintenance notices out; the compose
+        # broker's health check reads $SYS/broker/version.
+        return [("readwrite", f"{PREFIX}/canary/#"), ("write", f"{PREFIX}/alarms/#"), ("read", "$SYS/broker/version")]
+    if a.role == "gateway":
+        return [("write", f"{PREFIX}/{kind}/+/#") for kind in KINDS]
+    if a.role == "device":
+        return [("write", f"{PREFIX}/{a.kind}/{a.subject}/#")]
+    return [("read", f"{PREFIX}/alarms/{a.subject}/#")]
+
+
 def acl_text(accts: list[Account]) -> str:
     """A Mosquitto ``acl_file``: exact topics per user, nothing by pattern (no user can reach past itself)."""
     lines = ["# Generated by `semon mqtt-auth`; regenerate rather than edit.", ""]
     for a in accts:
-        lines.append(f"user {a.username}")
-        if a.role == "collector":
-            # Devices' topics and canary pings in, alarms and canary echoes out.
-            lines += [f"topic read {PREFIX}/+/+/+", f"topic write {PREFIX}/alarms/#"]
-            lines.append(f"topic readwrite {PREFIX}/canary/#")
-        elif a.role == "service":
-            # Canary pings out, echoes in; platform alarms and maintenance notices out.
-            lines += [f"topic readwrite {PREFIX}/canary/#", f"topic write {PREFIX}/alarms/#"]
-            lines.append("topic read $SYS/broker/version")  # the compose broker's health check
-        elif a.role == "gateway":
-            lines += [f"topic write {PREFIX}/{kind}/+/#" for kind in KINDS]
-        elif a.role == "device":
-            lines.append(f"topic write {PREFIX}/{a.kind}/{a.subject}/#")
-        else:
-            lines.append(f"topic read {PREFIX}/alarms/{a.subject}/#")
-        lines.append("")
+        lines += [f"user {a.username}", *(f"topic {access} {topic}" for access, topic in grants(a)), ""]
     return "\n".join(lines)
+
+
+# acl_file access word -> the dynamic-security plugin's ACL types it stands for.
+_DYNSEC_TYPES = {
+    "read": ("subscribePattern", "publishClientReceive"),
+    "write": ("publishClientSend",),
+    "readwrite": ("subscribePattern", "publishClientReceive", "publishClientSend"),
+}
+
+
+def dynsec_config(rows: list[tuple[Account, str]], *, iterations: int = PBKDF2_ITERATIONS) -> dict:
+    """The dynamic-security plugin's configuration for ``(account, password)`` rows: one client
+    per account (bound to its user name as client id when its role is in :data:`BOUND_ROLES`),
+    one role per account holding its :func:`grants`, and everything else denied by default."""
+    clients, roles = [], []
+    for a, pw in rows:
+        salt_b64, dk_b64 = _pbkdf2(pw, None, iterations)
+        client = {"username": a.username, "password": dk_b64, "salt": salt_b64, "iterations": iterations,
+                  "roles": [{"rolename": a.username}]}  # fmt: skip
+        if a.role in BOUND_ROLES:
+            client["clientid"] = a.username
+        clients.append(client)
+        acls = [
+            {"acltype": t, "topic": topic, "allow": True} for access, topic in grants(a) for t in _DYNSEC_TYPES[access]
+        ]
+        roles.append({"rolename": a.username, "acls": acls})
+    # Unlike the plugin's defaults, receiving is denied too: an account gets only what it was granted.
+    default = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}
+    return {"clients": clients, "roles": roles, "groups": [], "defaultACLAccess": default}
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as f:
+        f.write(text)
 
 
 def write_auth(
@@ -106,7 +159,9 @@ def write_auth(
     collector_user: str | Sequence[str] = COLLECTOR_USER, services: Sequence[str] = (),
     gateways: Sequence[str] = (),
 ) -> dict[str, int]:  # fmt: skip
-    """Write ``passwd``, ``acl`` and ``credentials.csv``; existing passwords are kept unless ``rotate``."""
+    """Write ``passwd`` and ``acl`` (a broker's ``password_file`` / ``acl_file``), the same accounts
+    as the dynamic-security plugin's ``dynamic-security.json`` (the compose broker: client ids
+    bound too), and ``credentials.csv``; existing passwords are kept unless ``rotate``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     creds_path = out_dir / "credentials.csv"
     known: dict[str, str] = {}
@@ -121,10 +176,9 @@ def write_auth(
         w.writerow(["username", "role", "subject", "password"])
         for a, pw in rows:
             w.writerow([a.username, a.role, a.subject, pw])
-    passwd = out_dir / "passwd"
-    passwd.write_text("".join(f"{a.username}:{hash_password(pw)}\n" for a, pw in rows))
-    passwd.chmod(0o600)
+    _write_private(out_dir / "passwd", "".join(f"{a.username}:{hash_password(pw)}\n" for a, pw in rows))
     (out_dir / "acl").write_text(acl_text(accts))
+    _write_private(out_dir / DYNSEC_FILE, json.dumps(dynsec_config(rows), indent=1) + "\n")
     return {"devices": len(devices), "firms": len(firms), "accounts": len(accts)}
 
 

@@ -61,15 +61,14 @@ class MqttSource:
             clean_session=False,  # persistent session: the broker queues while we are away
             manual_ack=True,  # ack only once what a message produced is durable
         )
-        # The collector's user is its client id unless set otherwise: a broker that binds the two
-        # (use_username_as_clientid) keys the persistent session by the user name.
+        # The collector's user is its client id unless set otherwise: the compose broker binds the
+        # two (dynamic-security plugin, core/mqtt_auth.py) and refuses any other pair.
         login = self.settings.mqtt_login(client_id)
         if login is not None:
             if login[0] != client_id:
                 log.warning(
-                    "SEMON_MQTT_USERNAME %r differs from the collector's client id %r: on a broker with "
-                    "use_username_as_clientid two collectors with one user take each other's session", login[0],
-                    client_id,
+                    "SEMON_MQTT_USERNAME %r differs from the collector's client id %r: a broker that binds "
+                    "client ids to users (the compose broker) refuses this login", login[0], client_id,
                 )  # fmt: skip
             c.username_pw_set(*login)
         c.max_queued_messages_set(0)

@@ -63,9 +63,6 @@ class Mosquitto:
             listener = "listener 8883 0.0.0.0"
             assert listener in tls and "/mosquitto/certs/" in tls, "tls.conf changed: update this helper"
             tls = tls.replace(listener, f"listener {self.tls_port} 127.0.0.1")
-            # The test broker admits anonymous clients; binding the session to a user name (the
-            # compose stack's identity rule, tested in test_mqtt_auth.py) would refuse them.
-            tls = tls.replace("use_username_as_clientid true", "")
             conf += "\n" + tls.replace("/mosquitto/certs/", f"{tls_dir}/")
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(conf)

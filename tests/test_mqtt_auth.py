@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -13,7 +14,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from semon.mqtt_auth import accounts, acl_text, hash_password, write_auth
+from semon.mqtt_auth import DYNSEC_FILE, accounts, acl_text, dynsec_config, hash_password, write_auth
+from semon.simulators.rawpub import connect_packet
 from tests.services import REPO, Mosquitto
 
 
@@ -54,6 +56,21 @@ def test_acl_has_no_pattern_lines_and_one_block_per_account():
     assert "pattern" not in text
     assert "user E1\ntopic write semon/v1/elevator/E1/#" in text
     assert "user firm-F001\ntopic read semon/v1/alarms/F001/#" in text
+
+
+def test_dynsec_binds_outside_accounts_and_collectors_to_their_client_id():
+    accts = accounts([("E1", "elevator")], ["F001"], ["semon-collector-p0of2"], services=["semon-api"],
+                     gateways=["semon-simulator"])  # fmt: skip
+    conf = dynsec_config([(a, "pw") for a in accts])
+    bound = {c["username"]: c.get("clientid") for c in conf["clients"]}
+    # Devices, firms and collectors: this client id only; services and gateways pick theirs per process.
+    assert bound == {"semon-collector-p0of2": "semon-collector-p0of2", "semon-api": None, "semon-simulator": None,
+                     "E1": "E1", "firm-F001": "firm-F001"}  # fmt: skip
+    roles = {r["rolename"]: r["acls"] for r in conf["roles"]}
+    assert roles["E1"] == [{"acltype": "publishClientSend", "topic": "semon/v1/elevator/E1/#", "allow": True}]
+    assert {(a["acltype"], a["topic"]) for a in roles["firm-F001"]} == {
+        ("subscribePattern", "semon/v1/alarms/F001/#"), ("publishClientReceive", "semon/v1/alarms/F001/#")}  # fmt: skip
+    assert not any(conf["defaultACLAccess"][k] for k in ("publishClientSend", "publishClientReceive", "subscribe"))
 
 
 def test_generated_acl_enforced_by_real_mosquitto(tmp_path: Path):
@@ -118,6 +135,10 @@ def test_cli_writes_files_from_the_registry(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     acl = (tmp_path / "a/acl").read_text()
     assert "user V1\ntopic write semon/v1/vessel/V1/#" in acl and "user firm-F001" in acl
+    import json
+
+    clients = {c["username"]: c for c in json.loads((tmp_path / "a" / DYNSEC_FILE).read_text())["clients"]}
+    assert clients["V1"]["clientid"] == "V1" and clients["semon-collector"]["clientid"] == "semon-collector"
 
 
 def test_one_user_name_for_two_accounts_is_refused():
@@ -147,6 +168,32 @@ def test_credentials_file_gives_each_process_its_password(tmp_path: Path):
         Settings(mqtt_credentials_file=tmp_path / "missing.csv", mqtt_username="semon-api")
 
 
+def _dynsec_plugin() -> str:
+    """Where this machine's Mosquitto keeps its dynamic-security plugin."""
+    from tests.services import unavailable
+
+    for base in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"):
+        if Path(base, "mosquitto_dynamic_security.so").is_file():
+            return f"{base}/mosquitto_dynamic_security.so"
+    unavailable("mosquitto_dynamic_security.so not found (apt-get install mosquitto)")
+    raise AssertionError("unreachable")
+
+
+def _connack(port: int, client_id: str, login: tuple[str, str] | None, *, clean: bool = False) -> int:
+    """The CONNACK return code the broker answers an MQTT 3.1.1 CONNECT with, as on the wire
+    (0 accepted, 5 not authorised); the connection is then closed."""
+    user, pw = login or (None, None)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(connect_packet(client_id, clean_session=clean, username=user, password=pw))
+        data = b""
+        while len(data) < 4:
+            chunk = s.recv(4 - len(data))
+            assert chunk, "connection closed before CONNACK"
+            data += chunk
+    assert data[:2] == b"\x20\x02", data.hex()
+    return data[3]
+
+
 def compose_broker(workdir: Path, auth_dir: Path) -> Mosquitto:
     """config/mosquitto/mosquitto.conf as the compose stack runs it, on a free local port, with
     its auth files from ``auth_dir`` (the compose volume) and persistence in ``workdir``."""
@@ -158,6 +205,7 @@ def compose_broker(workdir: Path, auth_dir: Path) -> Mosquitto:
         ("/mosquitto/auth/", f"{auth_dir}/"),
         ("/mosquitto/data/", f"{workdir / 'persist'}/"),
         ("/mosquitto/config/conf.d", f"{workdir / 'conf.d'}"),  # compose mounts an empty one
+        ("/usr/lib/mosquitto_dynamic_security.so", _dynsec_plugin()),  # the image's path, not Debian's
     ):
         assert old in text, old
         text = text.replace(old, new)
@@ -195,10 +243,11 @@ def _connect(
     return c, st
 
 
-def test_compose_broker_refuses_anonymous_and_binds_the_session_to_the_user(tmp_path: Path):
+def test_compose_broker_refuses_anonymous_and_any_client_id_not_the_accounts_own(tmp_path: Path):
     auth = tmp_path / "auth"
-    write_auth(auth, [("E1", "elevator"), ("E2", "elevator")], [], collector_user=["semon-collector-1"],
+    write_auth(auth, [("E1", "elevator"), ("E2", "elevator")], ["F001"], collector_user=["semon-collector-1"],
                services=["semon-api"])  # fmt: skip
+    assert (auth / DYNSEC_FILE).stat().st_mode & 0o777 == 0o600
     with (auth / "credentials.csv").open() as f:
         pw = {r["username"]: r["password"] for r in csv.DictReader(f)}
     m = compose_broker(tmp_path / "mq", auth)
@@ -212,34 +261,25 @@ def test_compose_broker_refuses_anonymous_and_binds_the_session_to_the_user(tmp_
         cmd = check["test"][1].replace("$$", "$").replace("/mosquitto/auth/", f"{auth}/")
         r = subprocess.run(cmd.replace("-h localhost", f"-h 127.0.0.1 -p {m.port}"), shell=True, capture_output=True)
         assert r.returncode == 0 and r.stdout.strip(), r.stderr
-        # Anonymous: refused at CONNECT (5 = not authorised), so nothing it publishes lands.
-        anon, anon_st = _connect(m.port, "anon", None)
-        anon.loop_stop()
-        assert anon_st["rc"] and anon_st["rc"][0] != 0
-        col, col_st = _connect(m.port, "semon-collector-1", ("semon-collector-1", pw["semon-collector-1"]), clean=False)
-        assert col_st["rc"] == [0]
-        col.subscribe("semon/v1/elevator/+/status", qos=1)
-        assert col_st["subscribed"].wait(5)
-        e2, e2_st = _connect(m.port, "E2", ("E2", pw["E2"]))
-        assert e2_st["rc"] == [0]
-        # E1 logs in with its own valid password but the collector's client id, again and again,
-        # while E2 publishes: the broker gives E1 its own session (the user name), so the
-        # collector is never knocked off and receives every one of E2's messages.
-        thieves = []
-        for i in range(20):
-            if i % 3 == 0:
-                t, t_st = _connect(m.port, "semon-collector-1", ("E1", pw["E1"]), clean=False)
-                assert t_st["rc"] == [0]
-                thieves.append(t)
-            e2.publish("semon/v1/elevator/E2/status", str(i).encode(), qos=1).wait_for_publish(5)
+        # MQTT 3.1.1 return codes on the wire: 5 = not authorised.
+        assert _connack(m.port, "anon", None) == 5
+        assert _connack(m.port, "E1", ("E1", "wrong-password")) == 5
+        assert _connack(m.port, "E1", ("E1", pw["E1"])) == 0  # its own id
+        for other in ("semon-collector-1", "E2", "firm-F001", "E1-2", ""):
+            assert _connack(m.port, other, ("E1", pw["E1"]), clean=True) == 5, other
+        assert _connack(m.port, "firm-F001", ("firm-F001", pw["firm-F001"])) == 0
+        assert _connack(m.port, "semon-collector-1", ("firm-F001", pw["firm-F001"])) == 5
+        assert _connack(m.port, "semon-collector-1", ("semon-collector-1", pw["semon-collector-1"])) == 0
+        # MQTT 5 says the same with its reason code 135 (not authorised).
+        v5 = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="semon-collector-1", protocol=mqtt.MQTTv5)
+        v5.username_pw_set("E1", pw["E1"])
+        codes: list[int] = []
+        v5.on_connect = lambda _c, _u, _f, rc, _p=None: codes.append(rc.value)
+        v5.connect("127.0.0.1", m.port, clean_start=False)
         deadline = time.monotonic() + 10
-        while len(col_st["got"]) < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert col_st["got"] == [str(i).encode() for i in range(20)]
-        assert col_st["disconnects"] == 0 and col_st["rc"] == [0]
-        for c in (col, e2, *thieves):
-            c.disconnect()
-            c.loop_stop()
+        while not codes and time.monotonic() < deadline:
+            v5.loop(0.1)
+        assert codes == [135]
     finally:
         m.stop()
 
@@ -269,15 +309,22 @@ def test_compose_broker_has_auth_on_and_no_anonymous_access():
         assert "mqtt-auth:/auth:ro" in svc[name]["volumes"], name
     conf = [ln.strip() for ln in (REPO / "config/mosquitto/mosquitto.conf").read_text().splitlines()]
     assert "allow_anonymous false" in conf and "allow_anonymous true" not in conf
-    auth = {"password_file /mosquitto/auth/passwd", "acl_file /mosquitto/auth/acl", "use_username_as_clientid true"}
+    auth = {"plugin /usr/lib/mosquitto_dynamic_security.so",
+            "plugin_opt_config_file /mosquitto/auth/dynamic-security.json"}  # fmt: skip
     assert auth <= set(conf)
+    # Renaming an intruder (use_username_as_clientid) would accept it instead of refusing it, and the
+    # client-id binding is global: no listener may have settings of its own.
+    tls = (REPO / "config/mosquitto/tls/tls.conf").read_text()
+    assert not any(o in text for text in ("\n".join(conf), tls) for o in ("use_username_as_clientid true",
+                                                                           "per_listener_settings true"))  # fmt: skip
 
 
-def test_real_collector_keeps_its_session_while_a_device_uses_its_client_id(tmp_path: Path):
+def test_real_collector_keeps_its_session_while_a_device_asks_for_its_client_id(tmp_path: Path):
     """The issue's session theft, against the real collector on the compose broker config: it logs
-    in with its generated credential (user = its client id), a device with its own valid password
-    connects again and again with the collector's client id, another device publishes meanwhile:
-    the collector is never knocked off and stores every one of those messages."""
+    in with its generated credential (user = its client id, persistent session), a device with
+    its own valid password asks for the collector's client id again and again while two devices
+    publish on their own ids: each attempt is refused at CONNACK, the collector is never knocked
+    off, and every (device, seq) published is stored exactly once."""
     from semon.config import Settings
     from semon.ingest.collector import Collector
     from semon.store.db import Database
@@ -303,17 +350,24 @@ def test_real_collector_keeps_its_session_while_a_device_uses_its_client_id(tmp_
     clients: list[mqtt.Client] = []
     try:
         wait_until(col.connected.is_set, 20, "collector subscribed with its generated credential")
-        e2, _ = _connect(m.port, "E2", ("E2", pw["E2"]))
-        clients.append(e2)
+        # Anonymous: refused at CONNECT, so nothing it could publish lands.
+        assert _connack(m.port, "semon-collector-1", None) == 5
+        devices = {d: _connect(m.port, d, (d, pw[d])) for d in ("E1", "E2")}  # each on its own id: accepted
+        assert all(st["rc"] == [0] for _, st in devices.values())
+        clients += [c for c, _ in devices.values()]
         t0 = now_ms() - 60_000
-        for i in range(20):
-            if i % 3 == 0:
-                thief, st = _connect(m.port, "semon-collector-1", ("E1", pw["E1"]), clean=False)
-                assert st["rc"] == [0]  # logged in — as E1's own session
-                clients.append(thief)
-            e2.publish("semon/v1/elevator/E2/status", elevator_payload(t0 + i * 1000, i + 1), qos=1).wait_for_publish(5)
-        wait_until(lambda: len(stack.seqs("elevator_status").get("E2", [])) >= 20, 20, "E2's 20 statuses stored")
-        assert sorted(stack.seqs("elevator_status")["E2"]) == list(range(1, 21))  # 0 lost
+        refused = []
+        for i in range(30):
+            if i % 3 == 0:  # E1's credential, the collector's client id, persistent session asked for
+                refused.append(_connack(m.port, "semon-collector-1", ("E1", pw["E1"])))
+            dev = ("E1", "E2")[i % 2]
+            devices[dev][0].publish(f"semon/v1/elevator/{dev}/status", elevator_payload(t0 + i * 1000, i // 2 + 1),
+                                    qos=1).wait_for_publish(5)  # fmt: skip
+        assert refused == [5] * 10
+        wait_until(lambda: all(len(stack.seqs("elevator_status").get(d, [])) >= 15 for d in devices), 20,
+                   "E1's and E2's 15 statuses each stored")  # fmt: skip
+        stored = stack.seqs("elevator_status")
+        assert {d: sorted(stored[d]) for d in devices} == {d: list(range(1, 16)) for d in devices}  # 0 lost, 0 twice
         assert col.connected.is_set() and col.source.gen == 1  # never reconnected: one session throughout
         assert col.sup.outage("broker") is None
     finally:
