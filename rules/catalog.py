@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType
@@ -242,16 +242,20 @@ class CompiledRule:
 
 @dataclass
 class DeviceRules:
-    """Everything the engine needs to run a device's rules: one compiled call per message."""
+    """Everything the engine needs to run a device's rules: one compiled call per message.
+
+    Shared by every device with the same effective rules and attributes: read-only once built.
+    """
 
     rules: list[CompiledRule]
-    evaluate: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], tuple[int, ...]]
+    evaluate: Callable[[dict[str, Any], dict[str, Any], Mapping[str, Any]], tuple[int, ...]]
     attrs: dict[str, Any]
     trigger_ms: list[int]
     clear_ms: list[int]
-    reset: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], tuple[bool, ...]] | None = None
+    reset: Callable[[dict[str, Any], dict[str, Any], Mapping[str, Any]], tuple[bool, ...]] | None = None
     derived: tuple[str, ...] = field(default=())
     all_clear: tuple[int, ...] = field(default=())  # every rule says CLEAR: the common case
+    rep: tuple[int, ...] = field(default=())  # indices of the repetition (edge/window) rules
 
 
 def device_attrs(d: DeviceInfo) -> dict[str, Any]:
@@ -311,6 +315,10 @@ class Catalog:
         self._variants: dict[
             tuple[Any, ...], tuple[list[CompiledRule], Callable[..., Any], Callable[..., Any] | None]
         ] = {}
+        # Devices with the same rules and the same attributes share one DeviceRules: a city's
+        # fleet has few distinct (model, landings, speed) combinations, and a DeviceRules of its
+        # own costs each device about 1 kB (issue 17: ≤ 2 kB of rule state per device).
+        self._shared: dict[tuple[Any, ...], DeviceRules] = {}
         # Validate every rule (and every override) now, not when the first device arrives.
         for r in self.defs.values():
             self._compile_rule(r, r.params)
@@ -347,6 +355,10 @@ class Catalog:
             compiled = [self._compile_rule(r, r.params) for r in active]
             self._variants[key] = (compiled, *_build_functions(d.kind, compiled))
         compiled, fn, reset = self._variants[key]
+        shared_key = (key, tuple(attrs.items()))
+        shared = self._shared.get(shared_key)
+        if shared is not None:
+            return shared
         env = {**attrs}
         trig = []
         for c in compiled:
@@ -354,7 +366,7 @@ class Catalog:
                 trig.append(round(c.trigger_for * 1000))
             else:  # round, not int(): 0.57 s is 569.999… ms in binary
                 trig.append(round(float(expr.evaluate(c.trigger_for, {**env, **c.params})) * 1000))
-        return DeviceRules(
+        self._shared[shared_key] = shared = DeviceRules(
             rules=compiled,
             evaluate=fn,
             attrs=attrs,
@@ -363,7 +375,9 @@ class Catalog:
             reset=reset,
             derived=DERIVED[d.kind],
             all_clear=(-1,) * len(compiled),
+            rep=tuple(i for i, c in enumerate(compiled) if c.repeat is not None),
         )
+        return shared
 
     def _compile_rule(self, r: RuleDef, params: dict[str, Param]) -> CompiledRule:
         names = set(STATUS_FIELDS[r.kind]) | set(DEVICE_ATTRS[r.kind]) | set(DERIVED[r.kind])

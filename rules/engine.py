@@ -19,9 +19,10 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Any
 
 from semon.rules import expr
@@ -37,6 +38,25 @@ OFFLINE_SPEC_ID = "device.terminal_offline"
 SAMPLE_SPACING_MS = 500
 # Messages remembered per device for late arrivals (ordering.REORDER_MS of door transitions).
 LATE_NEIGHBOURS = 6
+# The derived values of a kind without any (elevators): one shared, read-only, empty mapping
+# instead of an empty dict per device. _derive replaces ds.derived whole, never mutates it.
+NO_DERIVED: Mapping[str, Any] = MappingProxyType({})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(model: type) -> tuple[str, ...]:
+    """A status model's field names in the order of its instances' ``__dict__`` (one shared tuple)."""
+    names = _FIELDS.get(model)
+    if names is None:
+        names = _FIELDS[model] = tuple(model.model_fields)  # type: ignore[attr-defined]
+    return names
+
+
+def status_env(ds: DeviceState) -> dict[str, Any]:
+    """The device's newest status as expression variables (field name → value)."""
+    if ds.last_status is None:
+        return {}
+    return dict(zip(field_names(ds.last_type), ds.last_status, strict=True))
 
 
 class Phase(IntEnum):
@@ -63,38 +83,46 @@ class RuleState:
 
 @dataclass(slots=True)
 class DeviceState:
-    """Per-device ordering watermarks, rule states, derived values and liveness."""
+    """Per-device ordering watermarks, rule states, derived values and liveness.
+
+    Kept small (issue 17: ≤ 2 kB of rule state per device at city scale): a rule that is IDLE
+    with no history has no RuleState (``None``), the pressure samples and the late-arrival
+    neighbours exist only while there is something to remember, and the last status is kept as
+    its field dict rather than the whole message.
+    """
 
     device: DeviceInfo
     rules: DeviceRules
-    states: list[RuleState]
+    states: list[RuleState | None]
     last_ts: int = -1
     last_seq: int = -1
     ev_ts: int = -1
     ev_seq: int = -1
     clock_offset_ms: int = 0  # device time minus wall time at the last message
-    last_status: Any = None
-    derived: dict[str, Any] = field(default_factory=dict)
+    # The newest status's field values, in its model's field order (status_env names them): a
+    # tuple costs a third of the message's field dict.
+    last_status: tuple[Any, ...] | None = None
+    last_type: type = object  # its model (field_names names the values)
+    derived: Mapping[str, Any] = field(default_factory=lambda: NO_DERIVED)  # shared: allocates nothing
     # Pressure samples of the last 30 s, at least SAMPLE_SPACING_MS apart (so at most ~60 of them
     # whatever the device's rate), and the newest sample older than that: the rate's reference.
-    samples: deque[tuple[int, float]] = field(default_factory=deque)
+    samples: deque[tuple[int, float]] | None = None
     rate_ref: tuple[int, float] | None = None
     p_changed: int = -1
     t_changed: int = -1
     last_p: float | None = None
     last_t: float | None = None
-    code_alarms: dict[str, tuple[RuleSpec, int]] = field(default_factory=dict)  # alarm_type → (spec, onset)
+    code_alarms: dict[str, tuple[RuleSpec, int]] | None = None  # alarm_type → (spec, onset)
     last_seen_wall: int = 0
     last_device_ts: int | None = None
     offline: bool = False
     offline_onset: int = 0
     offline_severity: Severity = Severity.minor
     quiet: bool = True  # every rule IDLE with no repetition history: CLEAR everywhere is a no-op
-    # Repetition rules' indices (for ``rep_of``) and the last few messages' (seq, ts, which of
-    # them held): what a late message needs to place its edge between its neighbours.
-    rep_of: Any = None
-    rep: tuple[int, ...] = ()
-    recent: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=LATE_NEIGHBOURS))
+    # The last few messages' (seq, ts, which repetition rules (DeviceRules.rep) held): what a
+    # late message needs to place its edge between its neighbours. None while none of them
+    # held: see _remember.
+    recent: deque[tuple[int, int, int]] | None = None
 
 
 class RuleEngine:
@@ -122,23 +150,51 @@ class RuleEngine:
             return ds
         rules = self.catalog.for_device(device)
         if ds is None:
-            ds = DeviceState(device, rules, [self._fresh(c) for c in rules.rules])
+            ds = DeviceState(device, rules, [None] * len(rules.rules))
             self._devices[device.id] = ds
         else:
             # The registry changed (new set pressure, override…): keep states of rules that remain.
             old = {c.spec.id: st for c, st in zip(ds.rules.rules, ds.states, strict=True)}
-            ds.states = [old.get(c.spec.id) or self._fresh(c) for c in rules.rules]
+            ds.states = [old.get(c.spec.id) for c in rules.rules]
             ds.device, ds.rules = device, rules
             ds.quiet = False
+            ds.recent = None  # its bits name the old rules' repetition rules
             self._timed = {k for k in self._timed if k[0] != device.id}
             for i, st in enumerate(ds.states):
-                if st.phase in (Phase.PENDING, Phase.CLEARING):
+                if st is not None and st.phase in (Phase.PENDING, Phase.CLEARING):
                     self._timed.add((device.id, i))
         return ds
 
     @staticmethod
     def _fresh(c: CompiledRule) -> RuleState:
         return RuleState(edges=deque() if c.repeat else None)
+
+    def _materialize(self, ds: DeviceState, i: int) -> RuleState:
+        """Rule ``i``'s state, created when it first has something to hold."""
+        st = ds.states[i]
+        if st is None:
+            st = ds.states[i] = self._fresh(ds.rules.rules[i])
+        return st
+
+    @staticmethod
+    def _remember(ds: DeviceState, seq: int, ts: int, held: int, prev_seq: int, prev_ts: int) -> None:
+        """Add a message to the late-arrival neighbours (``recent``).
+
+        While none of the remembered messages held, their exact seqs do not matter to a late
+        message (no neighbour holds either way), so nothing is kept. What does matter once one
+        holds is that the message before it did not: ``prev_seq``/``prev_ts`` (the newest message
+        evaluated before this one; seq −1 if none) is put back in front as that neighbour.
+        """
+        rec = ds.recent
+        if rec is None:
+            if not held:
+                return
+            rec = ds.recent = deque(maxlen=LATE_NEIGHBOURS)
+            if prev_seq >= 0:
+                rec.append((prev_seq, prev_ts, 0))
+        rec.append((seq, ts, held))
+        if not held and not any(m[2] for m in rec):
+            ds.recent = None
 
     def watch(self, devices: Iterable[DeviceInfo], wall_ms: int) -> None:
         """Expect messages from these devices from now on (offline detection for silent ones)."""
@@ -158,10 +214,13 @@ class RuleEngine:
             scheme, _, code = rule_id.removeprefix("code.").rpartition(".")
             cr = self.codes.lookup(scheme, int(code)) if code.isdigit() else None
             if cr is not None:
+                if ds.code_alarms is None:
+                    ds.code_alarms = {}
                 ds.code_alarms[cr.spec.alarm_type] = (cr.spec, onset_ts)
             return
-        for c, st in zip(ds.rules.rules, ds.states, strict=True):
+        for i, c in enumerate(ds.rules.rules):
             if c.spec.id == rule_id:
+                st = self._materialize(ds, i)
                 st.phase, st.since, st.onset = Phase.ACTIVE, start_ts, onset_ts
                 ds.quiet = False
                 st.level = next((i for i, s in enumerate(c.severities) if s == severity), 0)
@@ -186,19 +245,20 @@ class RuleEngine:
                 out += self._late(ds, status, adm)
             return out
         ts = status.ts
+        prev_seq, prev_ts = ds.last_seq, ds.last_ts
         ds.last_ts, ds.last_seq = ts, status.seq
         ds.clock_offset_ms = ts - wall_ms
-        ds.last_status = status
+        s = status.__dict__
+        ds.last_status = tuple(s.values())
+        ds.last_type = type(status)
         r = ds.rules
         if r.derived:
             self._derive(ds, status)
-        s = status.__dict__
         verdicts = r.evaluate(s, r.attrs, ds.derived)
-        if ds.rep_of is not r:
-            ds.rep_of, ds.rep = r, tuple(i for i, c in enumerate(r.rules) if c.repeat is not None)
-        if ds.rep:
-            held = 0 if verdicts == r.all_clear else self._held(ds.rep, verdicts)
-            ds.recent.append((status.seq, ts, held))
+        if r.rep:
+            held = 0 if verdicts == r.all_clear else self._held(r.rep, verdicts)
+            if held or ds.recent is not None:
+                self._remember(ds, status.seq, ts, held, prev_seq, prev_ts)
         if ds.quiet and verdicts == r.all_clear:
             return out  # the common case, kept to one C-level tuple comparison
         resets = r.reset(s, r.attrs, ds.derived) if r.reset is not None else None
@@ -206,6 +266,10 @@ class RuleEngine:
         busy = False
         for i, v in enumerate(verdicts):
             st = states[i]
+            if st is None:
+                if v < 0:
+                    continue  # IDLE, no history, and no reason to change: nothing to do
+                st = states[i] = self._fresh(r.rules[i])
             if st.edges is not None:
                 if v < 0 and st.phase is idle and not st.prev and not st.edges:
                     continue  # no edge now, none remembered: nothing to count
@@ -217,7 +281,10 @@ class RuleEngine:
                 out.append(t)
             if st.edges and st.phase is Phase.ACTIVE:
                 self._timed.add((ds.device.id, i))  # the window closes on time (tick), message or not
-            busy = busy or st.phase is not idle or st.prev or bool(st.edges)
+            if st.phase is not idle or st.prev or st.edges:
+                busy = True
+            else:
+                states[i] = None  # back to IDLE with nothing remembered: free it
         ds.quiet = not busy
         return out
 
@@ -241,18 +308,20 @@ class RuleEngine:
         seq) did not hold; a successor that held was counted as the edge and stops being one;
         a late break between two holding neighbours makes the successor an edge.
         """
-        if ds.rep_of is not ds.rules or not ds.rep:
+        if not ds.rules.rep:
             return []
         r, ts, seq = ds.rules, adm.ts, status.seq
         verdicts = r.evaluate(status.__dict__, r.attrs, ds.derived)
         resets = r.reset(status.__dict__, r.attrs, ds.derived) if r.reset is not None else None
-        held = self._held(ds.rep, verdicts)
-        pred = max((m for m in ds.recent if m[0] < seq), default=None)
-        succ = min((m for m in ds.recent if m[0] > seq), default=None)
-        ds.recent.append((seq, ts, held))
+        held = self._held(r.rep, verdicts)
+        recent = ds.recent or ()
+        pred = max((m for m in recent if m[0] < seq), default=None)
+        succ = min((m for m in recent if m[0] > seq), default=None)
+        if held or ds.recent is not None:
+            self._remember(ds, seq, ts, held, ds.last_seq, ds.last_ts)
         out: list[AlarmTransition] = []
-        for k, i in enumerate(ds.rep):
-            c, st = r.rules[i], ds.states[i]
+        for k, i in enumerate(r.rep):
+            c, st = r.rules[i], self._materialize(ds, i)
             assert c.repeat is not None and st.edges is not None
             bit = 1 << k
             before = pred is not None and bool(pred[2] & bit)
@@ -327,7 +396,7 @@ class RuleEngine:
         """How long the condition already held when first seen (a frozen reading, say)."""
         if c.backdate is None or ds.last_status is None:
             return 0
-        env = {**ds.last_status.__dict__, **ds.rules.attrs, **ds.derived, **c.params}
+        env = {**status_env(ds), **ds.rules.attrs, **ds.derived, **c.params}
         return max(0, int(float(expr.evaluate(c.backdate, env)) * 1000))
 
     def _severity(self, ds: DeviceState, c: CompiledRule, st: RuleState, v: int, ts: int) -> AlarmTransition | None:
@@ -371,7 +440,7 @@ class RuleEngine:
     def _transition(self, event: str, ds: DeviceState, c: CompiledRule, st: RuleState, ts: int) -> AlarmTransition:
         details: dict[str, Any] = {}
         if ds.last_status is not None and c.details:
-            env = {**ds.last_status.__dict__, **ds.rules.attrs, **ds.derived, **c.params}
+            env = {**status_env(ds), **ds.rules.attrs, **ds.derived, **c.params}
             for k, tree in c.details.items():
                 try:
                     details[k] = expr.evaluate(tree, env)
@@ -401,6 +470,8 @@ class RuleEngine:
         # leave is that reference: O(1) per message instead of a walk through the history.
         sm = ds.samples
         if valid and (not sm or ts - sm[-1][0] >= SAMPLE_SPACING_MS):
+            if sm is None:
+                sm = ds.samples = deque()
             sm.append((ts, p))
         cut = ts - 30_000
         while sm and sm[0][0] <= cut:
@@ -430,19 +501,21 @@ class RuleEngine:
             return out
         ds.ev_ts, ds.ev_seq = ev.ts, ev.seq
         if self.codes.clears_all(ev.scheme, ev.code):
-            for spec, onset in list(ds.code_alarms.values()):
+            for spec, onset in (ds.code_alarms or {}).values():
                 out.append(self._code_transition("cleared", ds, spec, onset, ev, ""))
-            ds.code_alarms.clear()
+            ds.code_alarms = None
             return out
         cr = self.codes.lookup(ev.scheme, ev.code)
         if cr is None:
             return out
-        active = ds.code_alarms.get(cr.spec.alarm_type)
+        active = ds.code_alarms.get(cr.spec.alarm_type) if ds.code_alarms else None
         if ev.active and active is None:
+            if ds.code_alarms is None:
+                ds.code_alarms = {}
             ds.code_alarms[cr.spec.alarm_type] = (cr.spec, ev.ts)
             msg = f"{cr.text or cr.spec.alarm_type} on {device.id} (code {ev.code}, {ev.scheme})"
             out.append(self._code_transition("raised", ds, cr.spec, ev.ts, ev, msg))
-        elif not ev.active and active is not None:
+        elif not ev.active and active is not None and ds.code_alarms is not None:
             del ds.code_alarms[cr.spec.alarm_type]
             out.append(self._code_transition("cleared", ds, active[0], active[1], ev, ""))
         return out
@@ -481,7 +554,8 @@ class RuleEngine:
 
     def _go_offline(self, ds: DeviceState, onset: int, ts: int, why: str) -> AlarmTransition:
         # Minor, or major when the device was in a fault state (another alarm active) — domain.md §4.3.
-        faulted = any(st.phase in (Phase.ACTIVE, Phase.CLEARING) for st in ds.states) or bool(ds.code_alarms)
+        faulted = any(st is not None and st.phase in (Phase.ACTIVE, Phase.CLEARING) for st in ds.states)
+        faulted = faulted or bool(ds.code_alarms)
         off = self.catalog.offline
         ds.offline, ds.offline_onset = True, onset
         ds.offline_severity = off.severity_if_faulted if faulted else off.severity
@@ -513,9 +587,10 @@ class RuleEngine:
         if alarm_type == self.offline_spec.alarm_type and ds.offline:
             ds.offline = False  # still silent → the next timer check raises a new alarm
             heapq.heappush(self._offline_heap, (0, device_id))
-        ds.code_alarms.pop(alarm_type, None)
+        if ds.code_alarms:
+            ds.code_alarms.pop(alarm_type, None)
         for i, (c, st) in enumerate(zip(ds.rules.rules, ds.states, strict=True)):
-            if c.spec.alarm_type == alarm_type and st.phase in (Phase.ACTIVE, Phase.CLEARING):
+            if c.spec.alarm_type == alarm_type and st is not None and st.phase in (Phase.ACTIVE, Phase.CLEARING):
                 # Pending since the original onset: the next message (or timer) that still shows
                 # the condition raises a new alarm straight away.
                 st.phase, st.since = Phase.PENDING, st.onset
@@ -529,6 +604,9 @@ class RuleEngine:
         for dev_id, i in list(self._timed):
             ds = self._devices[dev_id]
             st = ds.states[i]
+            if st is None:  # back to IDLE since the timer was set
+                self._timed.discard((dev_id, i))
+                continue
             c = ds.rules.rules[i]
             # Estimated device clock: the offset is taken against the message's arrival at the
             # collector and the collector passes the arrival of what it processed last while

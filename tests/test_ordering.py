@@ -196,7 +196,25 @@ def test_late_break_between_holding_neighbours_is_an_edge():
     e.evaluate(ELEV, idle(T0 + 2000, 3, door="closed"), T0 + 3100)
     ds = e._devices[ELEV.id]
     i = next(i for i, c in enumerate(ds.rules.rules) if c.spec.alarm_type == "repeated_door_cycling")
-    assert list(ds.states[i].edges or []) == [T0 + 1000, T0 + 3000]
+    st = ds.states[i]
+    assert st is not None and list(st.edges or []) == [T0 + 1000, T0 + 3000]
+
+
+def test_late_edge_before_a_break_that_arrived_on_time_keeps_the_next_edge():
+    """closed, (opening arrives late), closed, opening: both openings are edges.
+
+    The engine remembers no neighbours while none of them held; when one holds, the message
+    before it is put back as the non-holding neighbour a late message must see.
+    """
+    e = RuleEngine()
+    e.evaluate(ELEV, idle(T0, 1, door="closed"), T0)
+    e.evaluate(ELEV, idle(T0 + 2000, 3, door="closed"), T0 + 2000)
+    e.evaluate(ELEV, idle(T0 + 3000, 4, door="opening"), T0 + 3000)
+    e.evaluate(ELEV, idle(T0 + 1000, 2, door="opening"), T0 + 3100)
+    ds = e._devices[ELEV.id]
+    i = next(i for i, c in enumerate(ds.rules.rules) if c.spec.alarm_type == "repeated_door_cycling")
+    st = ds.states[i]
+    assert st is not None and list(st.edges or []) == [T0 + 1000, T0 + 3000]
 
 
 # -- on the real broker -----------------------------------------------------------------------
