@@ -257,7 +257,7 @@ def check_installed_files(checkout: Path) -> None:
     import importlib.resources as res
 
     import semon
-    from semon.grafana import default_dashboards_dir, load_dashboards
+    from semon.dashboards.push import default_dashboards_dir, load_dashboards
     from semon.rules.catalog import CATALOG_FILE, Catalog
     from semon.rules.codes import CODES_FILE, CodeTable
     from semon.rules.maintenance.policy import default_policy_path
@@ -292,12 +292,12 @@ def check_installed_files(checkout: Path) -> None:
          sorted(p.name for p in (checkout / "core/contract/schemas").glob("*.json"))),
         ("board assets", sorted(p.name for p in res.files("semon.api").joinpath("static/board").iterdir()),
          sorted(p.name for p in (checkout / "api/static/board").iterdir())),
-        ("dashboards", sorted(p.name for p in default_dashboards_dir().glob("*.json")),
+        ("dashboards", sorted(p.name for p in default_dashboards_dir().iterdir() if p.name.endswith(".json")),
          sorted(p.name for p in (checkout / "dashboards/json").glob("*.json"))),
     ):  # fmt: skip
         if got != want:
             raise SmokeFailure(f"{what}: the install has {got}, the source tree {want}")
-    if not default_dashboards_dir().resolve().is_relative_to(pkg):
+    if not Path(str(default_dashboards_dir())).resolve().is_relative_to(pkg):
         raise SmokeFailure(f"dashboards found at {default_dashboards_dir()}, not in the package {pkg}")
     n_rules = len(Catalog().defs)
     CodeTable()

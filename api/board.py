@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from importlib import resources
 from typing import Annotated, Any
 
@@ -45,6 +45,7 @@ from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device, Firm, UseUnit
 from semon.store.seq_state import gaps_by_device
 from semon.store.telemetry import STATUS_MEASUREMENT, TelemetryStore
+from semon.timeutil import from_ms, now_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ _STATIC = resources.files("semon.api") / "static" / "board"
 
 # ------------------------------------------------------------------------------ store reads
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return None if ms is None else from_ms(ms).isoformat().replace("+00:00", "Z")
 
 
 def _alarm_row(a: Alarm, district: str | None, firm_name: str | None = None) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def _registry_counts(db: Database) -> list[tuple[str, str | None, int]]:
 def fleet_summary(db: Database) -> dict[str, Any]:
     """Counters, open alarms (most severe and newest first) and the district grid."""
     severity_order = case(SEVERITY_RANK, value=Alarm.severity, else_=len(SEVERITY_RANK))
-    day_ago = datetime.now(UTC) - timedelta(days=1)
+    day_ago = utc_now() - timedelta(days=1)
     registry = _registry_counts(db)
     with db.session() as s:
         by_severity = s.execute(
@@ -156,7 +157,7 @@ def fleet_summary(db: Database) -> dict[str, Any]:
         d = districts.setdefault(district or "—", {"name": district or "—", "devices": 0, "open": {}})
         d["open"][severity] = n
     return {
-        "at": int(time.time() * 1000),
+        "at": now_ms(),
         "last_event_id": last_id,
         "devices": devices,
         "open": {sev: n for sev, n in by_severity},

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from semon.api.timeparse import now_ms
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
-from semon.timeutil import DEFAULT_TIMEZONE
+from semon.timeutil import DEFAULT_TIMEZONE, now_ms
 
 
 def get_db(request: Request) -> Database:

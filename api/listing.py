@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from fastapi import Query
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,16 @@ def sort_pattern(keys: Iterable[str]) -> str:
     """Regex of valid ``sort`` values, for the OpenAPI schema (clients and fuzzers see what is allowed)."""
     key = "-?(?:" + "|".join(sorted(keys, key=len, reverse=True)) + ")"
     return f"^{key}(?:,{key})*$"
+
+
+def sort_query(keys: Iterable[str], examples: list[str]) -> Any:
+    """The ``sort`` query parameter's metadata: the keys in its description and its pattern in the schema."""
+    keys = list(keys)
+    return Query(
+        description=f"comma-separated keys, '-' for descending: {', '.join(keys)}",
+        pattern=sort_pattern(keys),
+        examples=examples,
+    )
 
 
 def parse_sort(

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from semon.api.auth import AccessDep, OperatorDep
 from semon.api.deps import DbDep, Limit, Offset
-from semon.api.listing import page, parse_sort, sort_pattern
+from semon.api.listing import page, parse_sort, sort_query
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, not_found
 from semon.api.schemas import (
@@ -63,12 +63,7 @@ def list_alarms(
     firm_id: Annotated[str | None, Query(description="maintenance firm id")] = None,
     device_id: Annotated[str | None, Query(examples=["EL-0001"])] = None,
     kind: Annotated[str | None, Query(description="elevator | vessel")] = None,
-    sort: Annotated[
-        str,
-        Query(description=f"comma-separated keys, '-' for descending: {', '.join(_SORTABLE)}",
-              pattern=sort_pattern(_SORTABLE),
-              examples=["-start_ts", "severity,-start_ts"]),
-    ] = "-start_ts",
+    sort: Annotated[str, sort_query(_SORTABLE, ["-start_ts", "severity,-start_ts"])] = "-start_ts",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> AlarmPage:

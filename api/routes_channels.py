@@ -9,7 +9,6 @@ secret, SMTP password, SMS AccessKey secret) are sealed at rest and never shown 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -24,11 +23,11 @@ from semon.api.problems import ProblemException
 from semon.api.routes_webhooks import (
     DeliveryCounts,
     DeliveryPage,
-    DeliverySort,
-    DeliveryStatus,
+    DeliveryQueryDep,
     Redelivered,
     RedeliverIn,
     Severity,
+    apply_patch,
     check_events,
     deliveries_page,
     delivery_counts,
@@ -44,6 +43,7 @@ from semon.notify.channels import CHANNELS
 from semon.notify.channels.email import smtp_url
 from semon.notify.webhooks import audience, webhook, webhooks
 from semon.store.notify_models import Webhook
+from semon.timeutil import utc_now
 
 router = APIRouter(prefix="/channels", tags=["channels"])
 
@@ -183,7 +183,7 @@ def create_channel(request: Request, access: AccessDep, who: PrincipalDep, body:
     settings = _valid(body.kind, "settings", body.settings)
     credentials = _valid(body.kind, "credentials", body.credentials)
     url = _address(request, body.kind, body.url, settings)
-    now = datetime.now(UTC)
+    now = utc_now()
     w = Webhook(
         kind=body.kind, firm_id=firm_id, use_unit_id=use_unit_id, url=url, secret=_sealed(request, credentials),
         config=settings, active=body.active, severities=body.severities,
@@ -213,18 +213,9 @@ def list_channels(
 
 
 @router.get("/{channel_id}/deliveries", response_model=DeliveryPage, summary="Deliveries of a channel", responses=_C404)
-def list_channel_deliveries(
-    access: AccessDep,
-    channel_id: ChannelId,
-    status: Annotated[DeliveryStatus | None, Query(description="pending, delivered or dead")] = None,
-    event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="one transition's delivery")] = None,
-    sort: DeliverySort = "-id",
-    limit: Limit = 100,
-    offset: Offset = 0,
-) -> DeliveryPage:
+def list_channel_deliveries(access: AccessDep, channel_id: ChannelId, q: DeliveryQueryDep) -> DeliveryPage:
     """What went (or did not go) to this channel, newest first, with each attempt's last error."""
-    w = webhook(access, channel_id, channels=True)
-    return deliveries_page(access, w, status, event_id, sort, limit, offset)
+    return deliveries_page(access, webhook(access, channel_id, channels=True), q)
 
 
 @router.post(
@@ -255,14 +246,7 @@ def update_channel(request: Request, access: AccessDep, channel_id: ChannelId, b
         w.secret = _sealed(request, _valid(w.kind, "credentials", changes["credentials"]))
     if "url" in changes or changes.get("settings") is not None:
         w.url = _address(request, w.kind, changes.get("url") or (None if w.kind == "email" else w.url), w.config or {})
-    for field in ("active", "description"):
-        if changes.get(field) is not None:
-            setattr(w, field, changes[field])
-    for field in ("severities", "events"):
-        if field in changes:
-            setattr(w, field, changes[field])
-    w.updated_at = datetime.now(UTC)
-    access.s.flush()
+    apply_patch(access, w, changes, given=("active", "description"), clearable=("severities", "events"))
     return _out(w, delivery_counts(access, [w.id])[w.id])
 
 

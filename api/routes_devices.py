@@ -10,15 +10,15 @@ from sqlalchemy import Select, inspect, or_, select
 
 from semon.api.auth import AccessDep
 from semon.api.deps import Limit, Offset, TelemetryDep
-from semon.api.listing import page, parse_sort, sort_pattern
+from semon.api.listing import page, parse_sort, sort_query
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter, not_found
 from semon.api.schemas import DeviceOut, DevicePage, LatestOut, TelemetryOut
-from semon.api.timeparse import TimeParseError, ms_to_iso, now_ms, parse_time
 from semon.store.access import Access
 from semon.store.models import Device, Firm, UseUnit
 from semon.store.seq_state import gaps_by_device
 from semon.store.telemetry import STATUS_MEASUREMENT, FieldValue
+from semon.timeutil import TimeParseError, ms_to_iso, now_ms, parse_time
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -88,12 +88,7 @@ def list_devices(
             description="case-insensitive substring of id, equipment code or address",
         ),
     ] = None,
-    sort: Annotated[
-        str,
-        Query(description=f"comma-separated keys, '-' for descending: {', '.join(_SORTABLE)}",
-              pattern=sort_pattern(_SORTABLE),
-              examples=["id", "-district,id"]),
-    ] = "id",
+    sort: Annotated[str, sort_query(_SORTABLE, ["id", "-district,id"])] = "id",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> DevicePage:

@@ -9,7 +9,7 @@ owners read, the regulator sees all and alone verifies, reopens and records acci
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -28,6 +28,7 @@ from semon.rules.hazards.indicators import indicators
 from semon.rules.hazards.risk import default_risk_policy
 from semon.store.access import Access
 from semon.store.hazards import Hazard
+from semon.timeutil import from_ms
 
 router = APIRouter(tags=["hazards"])
 T = TypeVar("T")
@@ -38,10 +39,6 @@ HazardId = Annotated[int, Path(ge=1, le=2**63 - 1, description="hazard id", exam
 
 def _tz(request: Request) -> str:
     return str(request.app.state.settings.timezone)
-
-
-def _now(now_ms: int) -> datetime:
-    return datetime.fromtimestamp(now_ms / 1000, UTC)
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -222,7 +219,7 @@ def list_hazards(
     offset: Offset = 0,
 ) -> HazardPage:
     """Hazards of the caller's equipment."""
-    today = hs.local_day(_now(now_ms), _tz(request))
+    today = hs.local_day(from_ms(now_ms), _tz(request))
     stmt = hs.hazards(access)
     for col, value in (
         (Hazard.status, status),
@@ -264,7 +261,7 @@ def create_hazard(
     request: Request, access: AccessDep, who: OperatorDep, now_ms: NowMs, body: FindingIn
 ) -> HazardDetail:
     """A hazard found by an inspector, a firm or an import: open, with the deadline of its class."""
-    now, tz = _now(now_ms), _tz(request)
+    now, tz = from_ms(now_ms), _tz(request)
     f = hs.Finding(body.device_id, body.code, body.description, body.source, body.found_at)
     h = _guard(lambda: hs.record(access, f, who.name, tz, now))
     return _detail(access, h, hs.local_day(now, tz))
@@ -278,14 +275,14 @@ def create_hazard(
 )
 def get_hazard(request: Request, access: AccessDep, now_ms: NowMs, hazard_id: HazardId) -> HazardDetail:
     """A hazard with every step and its evidence files."""
-    return _detail(access, hs.hazard(access, hazard_id), hs.local_day(_now(now_ms), _tz(request)))
+    return _detail(access, hs.hazard(access, hazard_id), hs.local_day(from_ms(now_ms), _tz(request)))
 
 
 def _advance(
     request: Request, access: Access, who: Any, now_ms: int, hazard_id: int, step: str, body: StepIn | None
 ) -> HazardDetail:
     b = body or StepIn()
-    now, tz = _now(now_ms), _tz(request)
+    now, tz = from_ms(now_ms), _tz(request)
     sb = hs.StepBody(note=b.note, assignee=b.assignee, deadline=b.deadline, code=b.code)
     h = _guard(lambda: hs.advance(access, hazard_id, step, who.name, sb, tz, now))
     return _detail(access, h, hs.local_day(now, tz))
@@ -345,7 +342,7 @@ async def add_evidence(
     body limit (``SEMON_API_MAX_BODY_BYTES``)."""
     data = await request.body()
     ctype = request.headers.get("content-type", "application/octet-stream")
-    e = _guard(lambda: hs.add_evidence(access, hazard_id, filename, ctype, data, who.name, _now(now_ms)))
+    e = _guard(lambda: hs.add_evidence(access, hazard_id, filename, ctype, data, who.name, from_ms(now_ms)))
     return EvidenceOut.model_validate(e)
 
 
@@ -402,7 +399,7 @@ def _grades(request: Request, access: Access, now_ms: int) -> list[RiskOut]:
     names = default_risk_policy().grades.names
     return [
         RiskOut(**g.as_dict(), grade_zh=names[g.grade][0], grade_en=names[g.grade][1])
-        for g in hs.risk_grades(access, _now(now_ms), _tz(request))
+        for g in hs.risk_grades(access, from_ms(now_ms), _tz(request))
     ]
 
 
@@ -512,7 +509,7 @@ def get_indicators(
 ) -> IndicatorsOut:
     """Serious-hazard remediation rate (on time, late, overdue, open), hazards per 10,000 units,
     accidents and deaths per 10,000 units, and the distribution of risk grades."""
-    today = hs.local_day(_now(now_ms), _tz(request))
+    today = hs.local_day(from_ms(now_ms), _tz(request))
     end = end or today + timedelta(days=1)
     start = start or end - timedelta(days=365)
     if end <= start:
@@ -561,7 +558,7 @@ def create_accident(access: AccessDep, who: RegulatorDep, now_ms: NowMs, body: A
             body.injuries,
             body.description,
             who.name,
-            _now(now_ms),
+            from_ms(now_ms),
         )
     )
     return AccidentOut.model_validate(a)

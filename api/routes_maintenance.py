@@ -8,7 +8,7 @@ on 90 days in May?"), maintenance records, per-firm rates, inspections due, regi
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import pandas as pd
@@ -22,7 +22,6 @@ from semon.api.deps import DbDep, Limit, NowMs, Offset, TelemetryDep, TzDep
 from semon.api.listing import page, parse_sort
 from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter, not_found
-from semon.api.timeparse import TimeParseError, parse_time
 from semon.rules.maintenance.calendar import ITEM_CLASSES
 from semon.rules.maintenance.facts import (
     DEVICE_FACTS,
@@ -41,7 +40,7 @@ from semon.rules.maintenance.service import firm_rates, registry_frame, run_plan
 from semon.store.access import visible_device_ids
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
-from semon.timeutil import local_date
+from semon.timeutil import TimeParseError, from_ms, local_date, parse_time
 
 router = APIRouter(tags=["maintenance"])
 DeviceId = Annotated[str, Path(description="registry id of the device", examples=["E000005"])]
@@ -329,7 +328,7 @@ def device_maintenance(
         facts = s.get(DeviceFacts, device_id)
         stmt = select(MaintenanceDecision).where(MaintenanceDecision.device_id == device_id)
         if at_ms is not None:
-            stmt = stmt.where(MaintenanceDecision.decided_at <= datetime.fromtimestamp(at_ms / 1000, UTC))
+            stmt = stmt.where(MaintenanceDecision.decided_at <= from_ms(at_ms))
         decision = s.scalars(stmt.order_by(MaintenanceDecision.decided_at.desc(), MaintenanceDecision.id.desc())
                              .limit(1)).first()  # fmt: skip
         records = s.scalars(select(MaintenanceRecord).where(MaintenanceRecord.device_id == device_id)
@@ -429,7 +428,7 @@ _REC_SORT = {"performed_at": MaintenanceRecord.performed_at, "device_id": Mainte
 def create_record(db: DbDep, access: AccessDep, _: OperatorDep, now: NowMs, tz: TzDep, body: RecordIn) -> RecordOut:
     """Store a visit; the elevator's due dates recompute and the overdue alarms it settles clear."""
     access.device(body.device_id)  # a firm records visits on the equipment it maintains only
-    at = datetime.fromtimestamp(now / 1000, UTC)
+    at = from_ms(now)
     try:
         rec, _ = record_visit(db, current_policy(), device_id=body.device_id, item_classes=body.item_classes,
                               performed_at=body.performed_at or at, technician=body.technician,
@@ -462,7 +461,7 @@ def list_records(
     for name, val, op in (("since", since, "ge"), ("until", until, "lt")):
         ms = _time(name, val)
         if ms is not None:
-            t = datetime.fromtimestamp(ms / 1000, UTC)
+            t = from_ms(ms)
             stmt = stmt.where(MaintenanceRecord.performed_at >= t if op == "ge" else MaintenanceRecord.performed_at < t)
     order = parse_sort(sort, _REC_SORT, MaintenanceRecord.id.desc())
     total, rows = page(access.s, stmt, order, limit, offset)

@@ -7,7 +7,7 @@ Guangzhou 96333 tier: own firm, nearest rescue station, fire service), ``arrive`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -22,7 +22,6 @@ from semon.api.openapi import problem_responses
 from semon.api.problems import ProblemException, invalid_parameter
 from semon.api.routes_maintenance import current_policy
 from semon.api.schemas import AlarmEventOut, PageMeta, UtcDatetime
-from semon.api.timeparse import TimeParseError, parse_time
 from semon.rules.maintenance.policy import default_policy_path, load_policy
 from semon.rules.rescue import kpis as rk
 from semon.rules.rescue.service import (
@@ -39,6 +38,7 @@ from semon.rules.rescue.service import (
 from semon.store.access import Principal
 from semon.store.models import Device
 from semon.store.notify_models import Rescue
+from semon.timeutil import TimeParseError, as_utc, from_ms, parse_time, utc_now
 
 router = APIRouter(prefix="/rescues", tags=["rescues"])
 
@@ -198,9 +198,7 @@ class KpiOut(BaseModel):
 def _secs(a: datetime | None, b: datetime | None) -> float | None:
     if a is None or b is None:
         return None
-    a = a.replace(tzinfo=UTC) if a.tzinfo is None else a
-    b = b.replace(tzinfo=UTC) if b.tzinfo is None else b
-    return (b - a).total_seconds()
+    return (as_utc(b) - as_utc(a)).total_seconds()
 
 
 def _out(r: Rescue, district: str | None) -> dict[str, Any]:
@@ -216,7 +214,7 @@ def _when(name: str, value: str | None, default: datetime) -> datetime:
     if value is None:
         return default
     try:
-        return datetime.fromtimestamp(parse_time(value) / 1000, UTC)
+        return from_ms(parse_time(value))
     except TimeParseError as e:
         raise invalid_parameter(name, str(e)) from e
 
@@ -247,9 +245,9 @@ def list_rescues(
     if breached is not None:
         stmt = stmt.where(Rescue.arrival_breached.is_(breached))
     if since is not None:
-        stmt = stmt.where(Rescue.alarm_at >= _when("since", since, datetime.now(UTC)))
+        stmt = stmt.where(Rescue.alarm_at >= _when("since", since, utc_now()))
     if until is not None:
-        stmt = stmt.where(Rescue.alarm_at < _when("until", until, datetime.now(UTC)))
+        stmt = stmt.where(Rescue.alarm_at < _when("until", until, utc_now()))
     total, rows = page(access.s, stmt, parse_sort(sort, _SORT, Rescue.id.desc()), limit, offset)
     return RescuePage(items=[RescueOut(**_out(r, d)) for r, d in rows], total=total, limit=limit, offset=offset)
 
@@ -269,7 +267,7 @@ def rescue_kpis(
     arrival rates; entrapments per 10,000 elevators per day; causes and tiers — of the caller's
     equipment, by firm, district and/or period."""
     cfg = request.app.state.settings
-    now = datetime.now(UTC)
+    now = utc_now()
     until_dt = _when("until", until, now)
     since_dt = _when("since", since, until_dt - timedelta(days=30))
     dims = [g.strip() for g in group_by.split(",") if g.strip()]

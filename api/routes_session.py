@@ -24,12 +24,12 @@ from semon.api.auth import (
 )
 from semon.api.deps import DbDep
 from semon.api.problems import ProblemException
-from semon.api.timeparse import now_ms
 from semon.store.access import Principal
 from semon.store.db import Database
 from semon.store.keys import authenticate
 from semon.store.models import Firm, UseUnit
 from semon.store.users import SESSION_TTL, check_password, end_session, open_session, session_principal
+from semon.timeutil import now_ms
 
 router = APIRouter(prefix="/session", include_in_schema=False)
 

@@ -8,11 +8,11 @@ subscription answers 404. Deliveries are listed per subscription with their stat
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, func, select
 
@@ -38,6 +38,7 @@ from semon.notify.webhooks import (
 from semon.store.access import Access, NotVisible, Principal
 from semon.store.models import Firm, UseUnit
 from semon.store.notify_models import Webhook, WebhookDelivery
+from semon.timeutil import utc_now
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -255,6 +256,24 @@ def subscriber(
     return firm_id, use_unit_id
 
 
+def apply_patch(
+    access: Access, w: Webhook, changes: dict[str, Any], *, given: tuple[str, ...], clearable: tuple[str, ...]
+) -> None:
+    """Write a PATCH into a subscription (webhook or channel) and stamp it.
+
+    ``given`` fields change only when sent non-null (null keeps them); ``clearable`` fields take
+    whatever was sent, null included (a null filter means "every severity / event").
+    """
+    for name in given:
+        if changes.get(name) is not None:
+            setattr(w, name, changes[name])
+    for name in clearable:
+        if name in changes:
+            setattr(w, name, changes[name])
+    w.updated_at = utc_now()
+    access.s.flush()
+
+
 def remove(access: Access, w: Webhook) -> Response:
     """Delete a webhook or channel with its delivery history (204)."""
     access.s.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id))
@@ -289,7 +308,7 @@ def create_webhook(request: Request, access: AccessDep, who: PrincipalDep, body:
     events = body.events
     if events is None and firm_id is None and use_unit_id is None:
         events = list(REGULATOR_DEFAULT_EVENTS)
-    now = datetime.now(UTC)
+    now = utc_now()
     secret = body.secret or new_secret()
     w = Webhook(
         firm_id=firm_id, use_unit_id=use_unit_id, url=body.url, secret=seal(request, secret),
@@ -326,32 +345,48 @@ _DELIVERY_SORT = {"id": WebhookDelivery.id, "event_id": WebhookDelivery.event_id
 DeliverySort = Annotated[str, Query(description=f"keys, '-' for descending: {', '.join(_DELIVERY_SORT)}")]
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, summary="Deliveries of a webhook", responses=_W404)
-def list_deliveries(
-    access: AccessDep,
-    webhook_id: WebhookId,
+@dataclass(frozen=True)
+class DeliveryQuery:
+    """What a deliveries listing asks for: a status, one transition, the order and the page."""
+
+    status: DeliveryStatus | None
+    event_id: int | None
+    sort: str
+    limit: int
+    offset: int
+
+
+def delivery_query(
     status: Annotated[DeliveryStatus | None, Query(description="pending, delivered or dead")] = None,
     event_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="one transition's delivery")] = None,
     sort: DeliverySort = "-id",
     limit: Limit = 100,
     offset: Offset = 0,
-) -> DeliveryPage:
+) -> DeliveryQuery:
+    """The query parameters of a webhook's or channel's deliveries listing (a FastAPI dependency)."""
+    return DeliveryQuery(status, event_id, sort, limit, offset)
+
+
+DeliveryQueryDep = Annotated[DeliveryQuery, Depends(delivery_query)]
+
+
+@router.get("/{webhook_id}/deliveries", response_model=DeliveryPage, summary="Deliveries of a webhook", responses=_W404)
+def list_deliveries(access: AccessDep, webhook_id: WebhookId, q: DeliveryQueryDep) -> DeliveryPage:
     """What went (or did not go) to this subscription, newest first; ``status=dead`` lists the
     deliveries that gave up."""
-    return deliveries_page(access, webhook(access, webhook_id), status, event_id, sort, limit, offset)
+    return deliveries_page(access, webhook(access, webhook_id), q)
 
 
-def deliveries_page(
-    access: Access, w: Webhook, status: DeliveryStatus | None, event_id: int | None, sort: str, limit: int, offset: int
-) -> DeliveryPage:
+def deliveries_page(access: Access, w: Webhook, q: DeliveryQuery) -> DeliveryPage:
     """One page of a webhook's or channel's deliveries."""
     stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == w.id)
-    if status is not None:
-        stmt = stmt.where(WebhookDelivery.status == status.value)
-    if event_id is not None:
-        stmt = stmt.where(WebhookDelivery.event_id == event_id)
-    total, rows = page(access.s, stmt, parse_sort(sort, _DELIVERY_SORT, WebhookDelivery.id.desc()), limit, offset)
-    return DeliveryPage(items=[_delivery(r[0]) for r in rows], total=total, limit=limit, offset=offset)
+    if q.status is not None:
+        stmt = stmt.where(WebhookDelivery.status == q.status.value)
+    if q.event_id is not None:
+        stmt = stmt.where(WebhookDelivery.event_id == q.event_id)
+    order = parse_sort(q.sort, _DELIVERY_SORT, WebhookDelivery.id.desc())
+    total, rows = page(access.s, stmt, order, q.limit, q.offset)
+    return DeliveryPage(items=[_delivery(r[0]) for r in rows], total=total, limit=q.limit, offset=q.offset)
 
 
 def _one_delivery(access: Access, webhook_id: int, delivery_id: int) -> WebhookDelivery:
@@ -417,14 +452,8 @@ def update_webhook(request: Request, access: AccessDep, webhook_id: WebhookId, b
         target_refused(request, changes["url"])
     if changes.get("secret") is not None:
         changes["secret"] = seal(request, changes["secret"])
-    for field in ("url", "secret", "active", "description"):
-        if changes.get(field) is not None:
-            setattr(w, field, changes[field])
-    for field in ("min_severity", "events"):
-        if field in changes:
-            setattr(w, field, changes[field])
-    w.updated_at = datetime.now(UTC)
-    access.s.flush()
+    given = ("url", "secret", "active", "description")
+    apply_patch(access, w, changes, given=given, clearable=("min_severity", "events"))
     return _out(w, delivery_counts(access, [w.id])[w.id])
 
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
-from semon.api.timeparse import ms_to_iso
+from semon.timeutil import as_utc, ms_to_iso
 
 FieldValue = bool | int | float | str
 
 
-def _as_utc(dt: datetime) -> datetime:
-    # SQLite hands timezone-aware columns back naive; semon writes them in UTC.
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 # JSON columns default to {} but rows written by hand (or older code) may hold NULL.
 JsonObject = Annotated[dict[str, Any], BeforeValidator(lambda v: {} if v is None else v)]
 TsMs = Annotated[int, Field(description="device time, epoch ms UTC", examples=[1714550400123])]

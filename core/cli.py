@@ -401,7 +401,7 @@ def devices_import(
 
 def _sync_device_info(db: Database, s: Settings) -> None:
     """The boards draw vessel limit lines from the registry ratings kept in InfluxDB."""
-    from semon.grafana import sync_device_info
+    from semon.dashboards.push import sync_device_info
     from semon.store import open_telemetry
     from semon.store.telemetry import TelemetryUnavailable
 
@@ -538,11 +538,11 @@ def dashboards_push(
     influx_url: Annotated[
         str | None, typer.Option(help="InfluxDB URL as Grafana reaches it (default SEMON_INFLUX_URL)")
     ] = None,
-    directory: Annotated[Path | None, typer.Option("--dir", help="boards to push (default dashboards/json)")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="boards to push (default: installed)")] = None,
     device_info: Annotated[bool, typer.Option(help="write registry limits to InfluxDB (device_info)")] = True,
 ) -> None:
     """Create or update the semon folder, InfluxDB datasource and boards in an existing Grafana."""
-    from semon.grafana import PushError, run_push
+    from semon.dashboards.push import PushError, run_push
 
     try:
         for line in run_push(get_settings(), url, token, influx_url, directory, device_info):
@@ -605,10 +605,10 @@ def rescues_kpis(
 
     from rich.table import Table
 
-    from semon.api.timeparse import TimeParseError, parse_time
     from semon.rules.rescue.kpis import KpiQuery, rescue_kpis
     from semon.store.access import SYSTEM, Access, Principal
     from semon.store.db import Database
+    from semon.timeutil import TimeParseError, parse_time
 
     s = get_settings()
     try:

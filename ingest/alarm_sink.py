@@ -36,7 +36,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -68,6 +67,7 @@ from semon.store import seq_state
 from semon.store.db import Database
 from semon.store.models import Alarm, DeadLetter
 from semon.store.telemetry import ALARM_MEASUREMENT, Point, point_time_ns
+from semon.timeutil import now_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class AlarmSink:
         the plain transition for the database to decide."""
         key = (t.device.id, t.rule.alarm_type)
         cur = self._active.get(key)
-        now = datetime.now(UTC)
+        now = utc_now()
         if t.event == "raised":
             if cur is not None:
                 return _SKIP  # already active (the database's one-active-alarm rule)
@@ -429,7 +429,7 @@ class AlarmSink:
             nonce = None
         echo = {
             "nonce": nonce, "collector": self.source.client_id, "arrived_ms": arrived_ms,
-            "echoed_ms": time.time_ns() // 1_000_000,
+            "echoed_ms": now_ms(),
             "alarm_store": "journal" if self._database_away() else "ok",
         }  # fmt: skip
         self.source.client.publish(canary_echo_topic(checker, self.source.client_id), orjson.dumps(echo), qos=0)

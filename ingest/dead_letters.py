@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 from semon import metrics as m
 from semon.ingest.decode import Rejected
+from semon.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class DeadLetters:
         m.DEAD_LETTERS.labels(r.reason).inc()
         log.warning("dead letter", extra={"reason": r.reason, "topic": topic[:200], "detail": r.detail[:300]})
         return {
-            "received_at": datetime.now(UTC),
+            "received_at": utc_now(),
             "topic": topic,
             "reason": r.reason,
             "detail": r.detail,

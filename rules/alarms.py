@@ -22,7 +22,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -32,6 +32,7 @@ from semon.rules.base import AlarmTransition
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import NotifyLate
+from semon.timeutil import to_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,6 @@ def change_alarm(a: Alarm, t: AlarmTransition, now: datetime) -> tuple[dict[str,
     return t.details, None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _now_ms() -> int:
-    return int(_now().timestamp() * 1000)
-
-
 class AlarmStore:
     """Applies transitions and operator actions to ``alarms`` / ``alarm_events``."""
 
@@ -185,7 +178,7 @@ class AlarmStore:
             s.execute(text("UPDATE alarms SET id = id WHERE 0 = 1"))
 
     def _raise(self, t: AlarmTransition) -> Stored | None:
-        now = _now()
+        now = utc_now()
         try:
             with self.db.session() as s:
                 self._serialize(s, t.device.id, t.rule.alarm_type)
@@ -238,7 +231,7 @@ class AlarmStore:
         return a
 
     def _change(self, t: AlarmTransition) -> Stored | None:
-        now = _now()
+        now = utc_now()
         with self.db.session() as s:
             a = self._active_for(s, t)
             changed = None if a is None else change_alarm(a, t, now)
@@ -294,16 +287,16 @@ class AlarmStore:
                 AlarmEvent(
                     id=msg["event_id"], alarm_id=a.id, event=msg["event"], ts=msg["ts"], at=at,
                     severity=msg["severity"], actor=RULES_ACTOR, details=details,
-                    published_at=_now() if published else None,
+                    published_at=utc_now() if published else None,
                 )
             )  # fmt: skip
             s.flush()
-            s.add(NotifyLate(event_id=msg["event_id"], queued_at=_now()))
+            s.add(NotifyLate(event_id=msg["event_id"], queued_at=utc_now()))
         return True
 
     # -- operators (API) -----------------------------------------------------------------
     def _operate(self, alarm_id: int, actor: str, event: str, details: dict[str, Any], change: Any) -> Alarm:
-        now = _now()
+        now = utc_now()
         with self.db.session() as s:
             a = s.scalar(select(Alarm).where(Alarm.id == alarm_id).with_for_update())
             if a is None:
@@ -312,7 +305,7 @@ class AlarmStore:
             a.updated_at = now
             s.add(
                 AlarmEvent(
-                    alarm_id=a.id, event=event, ts=_now_ms(), at=now, severity=a.severity, actor=actor, details=details
+                    alarm_id=a.id, event=event, ts=to_ms(now), at=now, severity=a.severity, actor=actor, details=details
                 )
             )
             return a
@@ -323,7 +316,7 @@ class AlarmStore:
         def change(a: Alarm, now: datetime) -> None:
             if a.acknowledged:
                 raise AlarmConflict(f"alarm {a.id} is already acknowledged (by {a.acked_by})")
-            a.acknowledged, a.ack_ts, a.acked_by = True, int(now.timestamp() * 1000), actor
+            a.acknowledged, a.ack_ts, a.acked_by = True, to_ms(now), actor
 
         return self._operate(alarm_id, actor, "acknowledged", {}, change)
 
@@ -333,7 +326,7 @@ class AlarmStore:
         def change(a: Alarm, now: datetime) -> None:
             if not a.active:
                 raise AlarmConflict(f"alarm {a.id} is already cleared")
-            a.active, a.end_ts, a.cleared_by = False, int(now.timestamp() * 1000), actor
+            a.active, a.end_ts, a.cleared_by = False, to_ms(now), actor
 
         return self._operate(alarm_id, actor, "cleared", {"reason": reason} if reason else {}, change)
 
@@ -355,7 +348,7 @@ class AlarmStore:
         ids = list(event_ids)
         if ids:
             with self.db.session() as s:
-                s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(ids)).values(published_at=_now()))
+                s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(ids)).values(published_at=utc_now()))
 
     def relay(self, send: Callable[[list[tuple[AlarmEvent, Alarm]]], Iterable[int]], limit: int = 200) -> int:
         """Publish-then-mark the transitions not yet announced: operator actions (escalations,
@@ -370,7 +363,7 @@ class AlarmStore:
         transaction across the publish would make the mark fail whenever someone else wrote).
         Returns how many were marked.
         """
-        now = _now()
+        now = utc_now()
         stmt = (
             select(AlarmEvent, Alarm)
             .join(Alarm, Alarm.id == AlarmEvent.alarm_id)
@@ -388,7 +381,7 @@ class AlarmStore:
                     return 0
                 done = list(send(rows))
                 if done:
-                    s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(done)).values(published_at=_now()))
+                    s.execute(update(AlarmEvent).where(AlarmEvent.id.in_(done)).values(published_at=utc_now()))
                 return len(done)
         with self.db.session() as s:
             rows = [(e, a) for e, a in s.execute(stmt).all()]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from semon.simulators.elevator import Elevator
@@ -34,6 +33,7 @@ from semon.simulators.faults import FaultSpec, make_fault, overlaps
 from semon.simulators.fleet import MEDIA, DeviceSpec, Fleet
 from semon.simulators.truth import FaultTracker, TruthRecord
 from semon.simulators.vessel import Vessel
+from semon.timeutil import local_date
 
 Model = Elevator | Vessel
 MIN_INTERVAL_MS = 100  # at most one status per device per 100 ms of device time
@@ -52,7 +52,7 @@ def make_model(spec: DeviceSpec, rng: random.Random, now_ms: int) -> Model:
         e = spec.elevator
         labels = e.labels
         start = labels.index(1) if 1 in labels and rng.random() < 0.6 else rng.randrange(len(labels))
-        today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
+        today = local_date(now_ms)  # install dates are calendar days in the city's zone
         years = max(0.0, (today - spec.install_date).days / 365.25)
         # Lifetime counters: 20-60 k trips a year is usual for residential / office lifts.
         runs = int(years * rng.uniform(20_000, 60_000))

@@ -66,6 +66,7 @@ from typing import Any
 
 import orjson
 
+from semon import timeutil
 from semon.contract.topics import device_topic
 from semon.simulators.engine import FleetEngine
 from semon.simulators.fleet import DeviceSpec, Fleet, build_fleet
@@ -319,7 +320,7 @@ def build_load_fleet(
                 log.warning("template cache %s unreadable; recording again", cached)
     if recorded is None:
         tmpl = build_fleet(t_e, t_v, seed + TEMPLATE_SEED_SALT)
-        recorded = (_record(tmpl, trace_s, start_ms=int(time.time() * 1000)), list(tmpl.devices))
+        recorded = (_record(tmpl, trace_s, start_ms=timeutil.now_ms()), list(tmpl.devices))
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -632,7 +633,7 @@ class LoadGenerator:
                     if cfg.stop_check is not None and cfg.stop_check():
                         stopped_early = True
                         break
-                now_ms = int(time.time() * 1000)
+                now_ms = timeutil.now_ms()
                 if rate is not None:
                     v_ms = int(elapsed * 1000)
                     due = int(elapsed * rate) + 1 - self.k
@@ -659,7 +660,7 @@ class LoadGenerator:
                 if batch:
                     pub.publish_many(batch)
             if cfg.settle and not stopped_early:
-                tail = self.settle_reports(int(time.time() * 1000))
+                tail = self.settle_reports(timeutil.now_ms())
                 for i in range(0, len(tail), CHUNK):
                     pub.publish_many(tail[i : i + CHUNK])
                     if rate is not None:

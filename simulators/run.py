@@ -44,6 +44,7 @@ from semon.simulators.progress import ProgressView
 from semon.simulators.publisher import MAX_UNACKED, StatusPublisher
 from semon.simulators.scenario import SCENARIOS, mixed_scenario
 from semon.simulators.truth import TruthRecord, TruthWriter
+from semon.timeutil import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def build_fault_specs(cfg: SimulationConfig, fleet: Fleet) -> list[FaultSpec]:
 
 def default_start_ms(speed: float, duration_s: float | None) -> int:
     """Device clock start: now, or earlier by the lead an accelerated run will build up."""
-    now = int(time.time() * 1000)
+    now = now_ms()
     if speed > 1 and duration_s:
         return now - int((speed - 1) * duration_s * 1000)
     return now

@@ -14,7 +14,18 @@ os.environ.setdefault("SEMON_CANARY_ENABLED", "false")
 # Webhook and channel secrets are sealed at rest: every test process (and its children) has a key.
 os.environ.setdefault("SEMON_SECRET_KEY", "c2Vtb24tdGVzdHMtb25seS1rZXktMDAwMDAwMDAwMDA=")
 
+from tests import services
 from tests.services import Influx, Mosquitto, drop_postgres_database, postgres_database
+
+
+def _skip_or_fail(reason: str) -> None:
+    """A missing service skips the test, or fails it when services are required (CI)."""
+    if os.environ.get("SEMON_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+services.on_missing = _skip_or_fail
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +158,16 @@ class AlarmListener:
         """Disconnect."""
         self.c.disconnect()
         self.c.loop_stop()
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Server-Sent Events parsed from a line stream (comments skipped)."""
+    ev: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if ev:
+                yield ev
+            ev = {}
+        elif not line.startswith(":"):
+            k, _, v = line.partition(":")
+            ev[k] = v.removeprefix(" ")

@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
 from semon.api.app import create_app
-from semon.api.timeparse import ms_to_iso
 from semon.config import Settings
 from semon.logs import JsonFormatter
 from semon.store.db import Database
@@ -32,6 +31,7 @@ from semon.store.influx import InfluxStore
 from semon.store.models import Alarm, AlarmEvent, DeadLetter, Device, Firm, UseUnit
 from semon.store.telemetry import Point, TelemetryStore, TelemetryUnavailable, point_time_ns
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
+from semon.timeutil import ms_to_iso
 
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 MIN = 60_000

@@ -33,7 +33,7 @@ from semon.store.influx import InfluxStore
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.registry import import_devices_csv
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
-from tests.helpers import ApiServer, small_registry
+from tests.helpers import ApiServer, small_registry, sse_events
 from tests.services import REPO, free_port, unavailable
 
 CHROMIUM = "/usr/bin/chromium"
@@ -202,19 +202,6 @@ def test_board_assets_come_from_the_package_and_the_stream_speaks_sse(tmp_path: 
     assert {"index.html", "board.js", "board.css", "icon.svg"} <= files
 
 
-def _events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """Server-Sent Events parsed from a line stream (comments skipped)."""
-    ev: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            if ev:
-                yield ev
-            ev = {}
-        elif not line.startswith(":"):
-            k, _, v = line.partition(":")
-            ev[k] = v.removeprefix(" ")
-
-
 def _store_alarm(db: Database, device: str, event: str, alarm_id: int | None = None) -> int:
     now = datetime.now(UTC)
     ts = int(now.timestamp() * 1000)
@@ -246,7 +233,7 @@ def test_stream_pushes_transitions_and_resumes_from_last_event_id(tmp_path: Path
         with ApiServer(settings, db, telemetry) as api, httpx.Client(base_url=api.url, timeout=10) as http:
             with http.stream("GET", "/board/stream") as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
-                events = _events(r.iter_lines())
+                events = sse_events(r.iter_lines())
                 retry = next(events)
                 assert retry == {"retry": "500"}
                 snap = next(events)
@@ -264,7 +251,7 @@ def test_stream_pushes_transitions_and_resumes_from_last_event_id(tmp_path: Path
             # Disconnected: E1 clears meanwhile. The browser reconnects with Last-Event-ID and gets it.
             cleared = _store_alarm(db, "E1", "cleared", first)
             with http.stream("GET", "/board/stream", headers={"Last-Event-ID": "2"}) as r:
-                events = _events(r.iter_lines())
+                events = sse_events(r.iter_lines())
                 assert next(events) == {"retry": "500"}
                 ev = next(events)
                 assert ev["event"] == "alarm" and ev["id"] == str(cleared)

@@ -35,7 +35,7 @@ import yaml
 from sqlalchemy import select
 
 from semon.config import Settings
-from semon.grafana import DATASOURCE_NAME, DATASOURCE_UID, datasource_model, sync_device_info
+from semon.dashboards.push import DATASOURCE_NAME, DATASOURCE_UID, datasource_model, sync_device_info
 from semon.ingest.collector import Collector
 from semon.rules.hazards import service as hazards
 from semon.simulators.fleet import MEDIA, Fleet, build_fleet

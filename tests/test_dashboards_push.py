@@ -19,12 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from semon.cli import app
-from semon.grafana import (
+from semon.dashboards.push import (
     DATASOURCE_UID,
     FOLDER_UID,
     PushError,
     connect,
     datasource_model,
+    default_dashboards_dir,
     load_dashboards,
     push,
 )
@@ -35,6 +36,17 @@ from semon.store.registry import import_devices_csv
 from tests.services import REPO
 
 BOARDS_DIR = REPO / "dashboards" / "json"
+
+
+def test_the_default_boards_are_the_installed_packages_wherever_semon_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import semon.dashboards
+
+    monkeypatch.chdir(tmp_path)  # no checkout here: the boards come from the package, not ./dashboards
+    found = default_dashboards_dir()
+    assert Path(str(found)).parent == Path(semon.dashboards.__file__).parent
+    assert [b["uid"] for b in load_dashboards(found)] == [b["uid"] for b in load_dashboards(BOARDS_DIR)]
 
 
 class FakeGrafana:

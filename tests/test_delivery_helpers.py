@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -142,19 +141,6 @@ def alarm_events(db: Database, devices: set[str] | None = None) -> list[tuple[in
             .order_by(AlarmEvent.id)
         ).all()
     return [(i, e, d) for i, e, d in rows if devices is None or d in devices]
-
-
-def sse_events(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """Server-Sent Events parsed from a line stream (comments skipped)."""
-    ev: dict[str, str] = {}
-    for line in lines:
-        if not line:
-            if ev:
-                yield ev
-            ev = {}
-        elif not line.startswith(":"):
-            k, _, v = line.partition(":")
-            ev[k] = v.removeprefix(" ")
 
 
 def auth(token: str) -> dict[str, str]:

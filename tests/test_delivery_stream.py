@@ -19,8 +19,8 @@ from semon.rules.alarms import AlarmStore
 from semon.store.db import Database
 from semon.store.keys import create_key
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
-from tests.helpers import ApiServer, wait_until
-from tests.test_delivery_helpers import auth, raise_alarm, sse_events, two_firm_registry
+from tests.helpers import ApiServer, sse_events, wait_until
+from tests.test_delivery_helpers import auth, raise_alarm, two_firm_registry
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -65,7 +65,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(alarms_mod, "_now", c)
+    monkeypatch.setattr(alarms_mod, "utc_now", c)
     return c
 
 

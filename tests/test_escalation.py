@@ -19,11 +19,11 @@ from semon.config import Settings
 from semon.ingest.collector import Collector
 from semon.notify.dispatcher import Dispatcher
 from semon.notify.escalation import escalate_unacknowledged
-from semon.notify.webhooks import utc
 from semon.rules.alarms import AlarmStore
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import Escalation, Webhook
+from semon.timeutil import as_utc
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.services import free_port
@@ -42,10 +42,6 @@ def _escalations(db: Database, alarm_id: int) -> list[AlarmEvent]:
                 .order_by(AlarmEvent.id)
             )
         )
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 def test_unacknowledged_critical_alarm_escalates_on_time_repeats_and_stops_when_acknowledged(
@@ -83,20 +79,20 @@ def test_unacknowledged_critical_alarm_escalates_on_time_repeats_and_stops_when_
         major, _ = raise_alarm(db, "E2", type="stopped_outside_door_zone", severity="major")
         minor, _ = raise_alarm(db, "E1", type="door_fault", severity="minor")
         with db.session() as s:
-            created = {a: _utc(s.get(Alarm, a).created_at) for a in (critical, major)}
+            created = {a: as_utc(s.get(Alarm, a).created_at) for a in (critical, major)}
         dispatcher.start()
         wait_until(lambda: len(_escalations(db, critical)) >= 2, 3 * N + 2, "two escalations of the critical alarm")
         wait_until(lambda: len(_escalations(db, major)) >= 1, 2 * N + 2, "the major alarm escalated")
         AlarmStore(db).acknowledge(critical, "li")
         acked_at = time.monotonic()
         esc = _escalations(db, critical)
-        lags = [(_utc(e.at) - created[critical]).total_seconds() - (i + 1) * N for i, e in enumerate(esc)]
+        lags = [(as_utc(e.at) - created[critical]).total_seconds() - (i + 1) * N for i, e in enumerate(esc)]
         print(f"\ncritical escalations {[round(x, 3) for x in lags]} s after their due time (N = {N} s)")
         assert all(0 <= lag < 0.6 for lag in lags), lags  # on time: never early, within a few polls
         assert [e.details["level"] for e in esc] == list(range(1, len(esc) + 1))
         assert all(e.actor == "escalation" and e.details["reason"] == "unacknowledged" for e in esc)
         major_esc = _escalations(db, major)
-        assert 0 <= (_utc(major_esc[0].at) - created[major]).total_seconds() - 2 * N < 0.6
+        assert 0 <= (as_utc(major_esc[0].at) - created[major]).total_seconds() - 2 * N < 0.6
         time.sleep(max(0.0, 2 * N + 0.5 - (time.monotonic() - acked_at)))
         assert len(_escalations(db, critical)) == len(esc), "no escalation once acknowledged"
         assert _escalations(db, minor) == [], "minor alarms do not escalate (not configured)"
@@ -129,7 +125,7 @@ def test_several_dispatchers_escalate_each_level_once(db: Database):
     settings = Settings(db_url=db.url, escalation_after_s={"critical": 1.0})
     alarm, _ = raise_alarm(db, "E1")
     with db.session() as s:
-        created = utc(s.get(Alarm, alarm).created_at)
+        created = as_utc(s.get(Alarm, alarm).created_at)
     for level in (1, 2):
         at = created + timedelta(seconds=level * 1.0 + 0.01)
         barrier = threading.Barrier(4)

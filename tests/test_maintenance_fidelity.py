@@ -154,8 +154,8 @@ def test_timezone_setting_is_an_iana_zone_with_a_clear_error():
 
 
 def test_a_single_now_ms_definition():
-    import semon.api.timeparse as tp
+    import semon.api.deps as deps
     import semon.ingest.source as src
     import semon.timeutil as tu
 
-    assert tp.now_ms is tu.now_ms and src.now_ms is tu.now_ms
+    assert deps.now_ms is tu.now_ms and src.now_ms is tu.now_ms

@@ -301,7 +301,7 @@ def test_door_cycling_alarm_clears_when_its_window_expires_without_a_message():
 
 
 def test_registry_import_carries_the_maximum_working_pressure(tmp_path: Path):
-    from semon.grafana import device_info_points
+    from semon.dashboards.push import device_info_points
     from semon.store.db import Database
     from semon.store.registry import import_devices_csv, load_registry
     from tests.helpers import REGISTRY_HEADER

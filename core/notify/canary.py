@@ -26,6 +26,7 @@ import orjson
 import paho.mqtt.client as mqtt
 from sqlalchemy.exc import SQLAlchemyError
 
+from semon import timeutil
 from semon.config import Settings
 from semon.contract.topics import alarm_topic, canary_echo_topic, canary_ping_topic
 from semon.mqtt_connect import make_client
@@ -119,7 +120,7 @@ class Canary:
     def check_once(self) -> str:
         """Ping, judge the echoes so far, raise or clear the alarm; returns the reason ("" = ok)."""
         if self.connected.is_set():
-            ping = {"nonce": uuid.uuid4().hex, "sent_ms": time.time_ns() // 1_000_000}
+            ping = {"nonce": uuid.uuid4().hex, "sent_ms": timeutil.now_ms()}
             self.client.publish(canary_ping_topic(self.checker), orjson.dumps(ping), qos=1)
         reason = self._judge(time.monotonic())
         with self._lock:
@@ -147,7 +148,7 @@ class Canary:
 
     def _transition(self, event: str, reason: str) -> bool:
         """Store and publish the platform alarm's transition; True when it took effect."""
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = timeutil.now_ms()
         t = AlarmTransition(
             event, MONITORING_DEGRADED, PLATFORM_DEVICE, now_ms, now_ms,
             f"监测链路中断 (monitoring degraded): {reason}" if reason else "", {"reason": reason}, Severity.critical,

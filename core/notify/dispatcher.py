@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import orjson
@@ -49,6 +48,7 @@ from semon.notify.webhooks import (
 from semon.rules.rescue.service import open_rescue
 from semon.store.db import Database
 from semon.store.notify_models import Webhook
+from semon.timeutil import now_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Dispatcher:
     def run_once(self) -> int:
         """Scan, escalate and deliver once; returns how much work there was (0 = idle)."""
         work = self.scanner.scan()
-        now = datetime.now(UTC)
+        now = utc_now()
         work += escalate_unacknowledged(self.db, self.settings, now)
         work += escalate_rescue_arrivals(self.db, self.settings, now)
         work += self.deliver()
@@ -138,7 +138,7 @@ class Dispatcher:
     def _post_webhook(self, c: Claimed, secret: str) -> int:
         """The signed POST of a webhook delivery; its status code (:class:`DeliveryFailed` if not 2xx)."""
         body = orjson.dumps(c.payload)
-        ts = str(int(time.time()))
+        ts = str(now_ms() // 1000)  # the signature's timestamp is in seconds
         headers = {
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: ts,
@@ -180,7 +180,7 @@ class Dispatcher:
             status, retry_at = record(self.db, c, self.settings, ok=ok, status_code=code, error=error)
         except Exception:  # the database hiccupped: the lease runs out and the row is sent again
             log.exception("recording delivery %d failed", c.id)
-            return datetime.now(UTC) + timedelta(seconds=self.lease_s)
+            return utc_now() + timedelta(seconds=self.lease_s)
         if ok:
             self.stats["deliveries_delivered"] += 1
             return None

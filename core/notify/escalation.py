@@ -19,17 +19,17 @@ escalate once.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from semon.config import Settings
-from semon.notify.webhooks import utc
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import Escalation, Rescue
+from semon.timeutil import as_utc, to_ms, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,6 @@ UNACKNOWLEDGED = "unacknowledged"
 RESCUE_ARRIVAL = "rescue_arrival_overdue"
 
 
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def escalate(
@@ -66,7 +64,7 @@ def escalate(
                 if r is None or r.arrived_at is not None or r.released_at is not None:
                     return None
             ev = AlarmEvent(
-                alarm_id=a.id, event="escalated", ts=_ms(now), at=now, severity=a.severity, actor=ACTOR,
+                alarm_id=a.id, event="escalated", ts=to_ms(now), at=now, severity=a.severity, actor=ACTOR,
                 details={"reason": reason, "level": level, "to": "regulator", **details},
             )  # fmt: skip
             s.add(ev)
@@ -89,7 +87,7 @@ def escalate_unacknowledged(db: Database, settings: Settings, now: datetime | No
     rules = {sev: after for sev, after in settings.escalation_after_s.items() if after > 0}
     if not rules:
         return 0
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     with db.session() as s:
         candidates = s.execute(
             select(Alarm.id, Alarm.severity, Alarm.created_at).where(
@@ -108,7 +106,7 @@ def escalate_unacknowledged(db: Database, settings: Settings, now: datetime | No
     n = 0
     for alarm_id, severity, created_at in candidates:
         after = rules[severity]
-        waited = (now - utc(created_at)).total_seconds()
+        waited = (now - as_utc(created_at)).total_seconds()
         level = int(waited // after)
         if level >= 1 and level > done.get(alarm_id, 0):
             details = {"after_s": after, "unacknowledged_for_s": round(waited, 1)}
@@ -119,7 +117,7 @@ def escalate_unacknowledged(db: Database, settings: Settings, now: datetime | No
 
 def escalate_rescue_arrivals(db: Database, settings: Settings, now: datetime | None = None) -> int:
     """Escalate rescues still waiting for an arrival past the limit; returns how many escalated."""
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     limit = settings.rescue_arrival_limit_s
     with db.session() as s:
         overdue = s.execute(
@@ -135,7 +133,7 @@ def escalate_rescue_arrivals(db: Database, settings: Settings, now: datetime | N
         ).all()
     n = 0
     for rescue_id, alarm_id, alarm_at in overdue:
-        waited = (now - utc(alarm_at)).total_seconds()
+        waited = (now - as_utc(alarm_at)).total_seconds()
         if waited < limit:
             continue
         details = {"rescue_id": rescue_id, "limit_s": limit, "waiting_for_arrival_s": round(waited, 1)}

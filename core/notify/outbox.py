@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session
 
 from semon.config import Settings
 from semon.notify.texts import alert_text
-from semon.notify.webhooks import WEBHOOK_KIND, backoff_s, utc, wants
+from semon.notify.webhooks import WEBHOOK_KIND, backoff_s, wants
 from semon.rules.alarms import event_message
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent, Device
 from semon.store.notify_models import NotifyLate, NotifyState, Webhook, WebhookDelivery
+from semon.timeutil import as_utc, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ EventHook = Callable[[Session, AlarmEvent, Alarm], None]
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return utc_now()
 
 
 def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
@@ -283,7 +284,7 @@ def record(
         d = s.get(WebhookDelivery, c.id, with_for_update=True)
         if d is None or d.status != "pending":
             return (d.status if d is not None else "deleted"), None
-        if not ok and utc(d.next_attempt_at) != utc(c.lease_until):
+        if not ok and as_utc(d.next_attempt_at) != as_utc(c.lease_until):
             # Our lease ran out and another dispatcher holds the row now: its outcome counts.
             return d.status, None
         if not attempted:

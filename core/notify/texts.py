@@ -7,14 +7,10 @@ what a dispatcher reads on the wall.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from semon.i18n import messages
-
-CST = ZoneInfo("Asia/Shanghai")
-
+from semon.timeutil import DEFAULT_TIMEZONE, to_local
 
 
 def _zh(key: str, fallback: str) -> str:
@@ -22,9 +18,9 @@ def _zh(key: str, fallback: str) -> str:
     return messages("zh-CN").get(key, fallback)
 
 
-def local_time(ts_ms: int) -> str:
-    """``2024-05-01 16:00:00`` in Asia/Shanghai for a UTC instant in milliseconds."""
-    return datetime.fromtimestamp(ts_ms / 1000, CST).strftime("%Y-%m-%d %H:%M:%S")
+def local_time(ts_ms: int, tz: str = DEFAULT_TIMEZONE) -> str:
+    """``2024-05-01 16:00:00`` in ``tz`` (default Asia/Shanghai) for a UTC instant in milliseconds."""
+    return to_local(ts_ms, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def alert_text(msg: dict[str, Any], address: str | None) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import hashlib
 import hmac
 import random
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, select, true
 
 from semon.store.access import Access, NotVisible, Principal
 from semon.store.notify_models import Webhook
+from semon.timeutil import as_utc
 
 SIGNATURE_HEADER = "X-Semon-Signature"
 TIMESTAMP_HEADER = "X-Semon-Timestamp"
@@ -36,9 +37,6 @@ REGULATOR_DEFAULT_EVENTS = ["escalated"]
 WEBHOOK_KIND = "webhook"
 
 
-def utc(dt: datetime) -> datetime:
-    """SQLite hands timezone-aware columns back naive; semon writes them in UTC."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 def new_secret() -> str:
@@ -121,7 +119,7 @@ def wants(w: Webhook, *, firm_id: str | None, use_unit_id: str | None, event: st
     severity filters (``min_severity``, and a channel's ``severities`` list) and the event filter
     apply. Transitions older than the subscription are not sent.
     """
-    if not w.active or utc(at) < utc(w.created_at):
+    if not w.active or as_utc(at) < as_utc(w.created_at):
         return False
     if w.firm_id is not None and w.firm_id != firm_id:
         return False

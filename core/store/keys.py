@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session
 from semon.store.access import Principal, Role
 from semon.store.db import Database
 from semon.store.models import ApiKey, Firm, UseUnit
+from semon.timeutil import utc_now
 
 ROLES: tuple[Role, ...] = ("regulator", "firm", "owner")
 
@@ -59,7 +59,7 @@ def create_key(
             role=role,
             firm_id=firm_id if role == "firm" else None,
             use_unit_id=use_unit_id if role == "owner" else None,
-            created_at=datetime.now(UTC),
+            created_at=utc_now(),
         )
         s.add(k)
         s.flush()
@@ -80,7 +80,7 @@ def revoke_key(db: Database, key_id: int) -> ApiKey | None:
     with db.session() as s:
         k = s.get(ApiKey, key_id)
         if k is not None and k.revoked_at is None:
-            k.revoked_at = datetime.now(UTC)
+            k.revoked_at = utc_now()
         return k
 
 

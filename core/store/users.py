@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
@@ -21,6 +21,7 @@ from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from semon.store.models import ApiKey, Base
+from semon.timeutil import as_utc, utc_now
 
 if TYPE_CHECKING:
     from semon.store.access import Principal
@@ -72,8 +73,6 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t  # SQLite returns naive datetimes
 
 
 def create_user(
@@ -96,7 +95,7 @@ def create_user(
         u = User(
             username=username, display_name=display_name, password_hash=_HASHER.hash(password), role=role,
             firm_id=firm_id if role == "firm" else None, use_unit_id=use_unit_id if role == "owner" else None,
-            created_at=datetime.now(UTC),
+            created_at=utc_now(),
         )  # fmt: skip
         s.add(u)
         s.flush()
@@ -119,7 +118,7 @@ def disable_user(db: Database, username: str) -> User | None:
         if u is None:
             return None
         if u.disabled_at is None:
-            u.disabled_at = datetime.now(UTC)
+            u.disabled_at = utc_now()
         s.execute(update(WebSession).where(WebSession.user_id == u.id).values(ended=True))
         return u
 
@@ -139,7 +138,7 @@ def open_session(db: Database, *, user_id: int | None = None, key_id: int | None
                  now: datetime | None = None) -> tuple[str, str]:  # fmt: skip
     """A new session for a user or an API key; returns (cookie token, CSRF token)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    at = now or datetime.now(UTC)
+    at = now or utc_now()
     with db.session() as s:
         s.add(WebSession(token_sha256=_digest(token), csrf_token=csrf, user_id=user_id, key_id=key_id,
                          created_at=at, expires_at=at + SESSION_TTL))  # fmt: skip
@@ -159,7 +158,7 @@ def session_principal(db: Database, token: str) -> tuple[Principal, str] | None:
 
     with db.session() as s:
         ws = s.scalar(select(WebSession).where(WebSession.token_sha256 == _digest(token)))
-        if ws is None or ws.ended or _aware(ws.expires_at) <= datetime.now(UTC):
+        if ws is None or ws.ended or as_utc(ws.expires_at) <= utc_now():
             return None
         if ws.user_id is not None:
             u = s.get(User, ws.user_id)

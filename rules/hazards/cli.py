@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from semon.timeutil import from_ms, utc_now
 
 hazards_app = typer.Typer(
     help="Hidden hazards (隐患), risk grades and indicators (docs/hazards.md).", no_args_is_help=True
@@ -23,12 +25,12 @@ FirmOpt = Annotated[str | None, typer.Option(help="only this firm's equipment (a
 
 
 def _at(at: str | None) -> datetime:
-    from semon.api.timeparse import TimeParseError, parse_time
+    from semon.timeutil import TimeParseError, parse_time
 
     if not at:
-        return datetime.now(UTC)
+        return utc_now()
     try:
-        return datetime.fromtimestamp(parse_time(at) / 1000, UTC)
+        return from_ms(parse_time(at))
     except TimeParseError as e:
         raise typer.BadParameter(str(e), param_hint="--at") from e
 
@@ -141,7 +143,7 @@ def record(
     with _access() as (access, _, tz):
         try:
             found = _at(at)
-            h = hs.record(access, hs.Finding(device, code, note, at=found), actor, tz, max(found, datetime.now(UTC)))
+            h = hs.record(access, hs.Finding(device, code, note, at=found), actor, tz, max(found, utc_now()))
         except (hs.HazardInvalid, NotVisible) as e:
             err.print(f"[red]{e}[/]")
             raise typer.Exit(2) from e
@@ -171,7 +173,7 @@ def import_(
         err.print(f"[red]{file}: no rows, or missing column(s) {', '.join(sorted(missing))}[/]")
         raise typer.Exit(2)
     problems: list[str] = []
-    now = datetime.now(UTC)
+    now = utc_now()
     with _access() as (access, _, tz):
         for n, row in enumerate(rows, start=2):  # row 1 is the header, as a spreadsheet counts
             try:

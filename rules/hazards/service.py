@@ -18,9 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
@@ -35,6 +34,7 @@ from semon.store.db import Database
 from semon.store.hazards import Accident, Hazard, HazardEvidence, HazardStep
 from semon.store.maintenance import DeviceFacts, MaintenanceRecord
 from semon.store.models import Alarm, Device, Firm
+from semon.timeutil import as_utc, local_date, local_day_start_ms, to_ms
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,9 @@ class HazardInvalid(ValueError):
 
 def local_day(at: datetime, tz: str) -> date:
     """The local calendar day of an instant."""
-    return at.astimezone(ZoneInfo(tz)).date()
+    return local_date(to_ms(at), tz)
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def hazards(access: Access) -> Select[Any]:
@@ -116,7 +114,7 @@ def record(
         raise HazardInvalid(f"unknown hazard code {f.code!r}")
     if ht.kind != dev.kind:
         raise HazardInvalid(f"hazard {f.code} is for {ht.kind}s; {f.device_id} is a {dev.kind}")
-    at = _utc(f.at) if f.at is not None else now
+    at = as_utc(f.at) if f.at is not None else now
     if at > now + timedelta(minutes=1):
         raise HazardInvalid("the time it was found is in the future")
     h = Hazard(
@@ -296,7 +294,7 @@ def propose_from_alarms(db: Database, now: datetime, catalog: HazardCatalog | No
                     use_unit_id=dev.use_unit_id,
                     district=dev.district,
                     alarm_ids=[r.id],
-                    found_at=_utc(r.created_at),
+                    found_at=as_utc(r.created_at),
                     found_by="rules",
                     updated_at=now,
                 )
@@ -346,9 +344,7 @@ def escalate_overdue(db: Database, now: datetime, tz: str, notify: Notifier | No
         for dev, hs in by_device.items():
             first = min(h.deadline for h in hs if h.deadline is not None)
             spec = overdue_spec(hs[0].kind)
-            onset = int(
-                datetime.combine(first + timedelta(days=1), datetime.min.time(), ZoneInfo(tz)).timestamp() * 1000
-            )
+            onset = local_day_start_ms(first + timedelta(days=1), tz)
             codes = ", ".join(f"#{h.id} {h.code}" for h in hs)
             wanted.append(
                 Wanted(
@@ -360,7 +356,7 @@ def escalate_overdue(db: Database, now: datetime, tz: str, notify: Notifier | No
                 )
             )
         s.commit()
-    return sync_alarms(db, wanted, None, int(now.timestamp() * 1000), notify, types=(OVERDUE_TYPE,))
+    return sync_alarms(db, wanted, None, to_ms(now), notify, types=(OVERDUE_TYPE,))
 
 
 def _counts(s: Any, stmt: Any) -> dict[str, int]:
@@ -418,16 +414,16 @@ def risk_inputs(access: Access, as_of: datetime, tz: str, policy: RiskPolicy | N
             Alarm.type != "trapped_passenger",
             ~Alarm.rule_id.like("maintenance.%"),
             ~Alarm.rule_id.like("hazards.%"),
-            Alarm.onset_ts >= int(since(windows["faults"]).timestamp() * 1000),
-            Alarm.onset_ts <= int(as_of.timestamp() * 1000),
+            Alarm.onset_ts >= to_ms(since(windows["faults"])),
+            Alarm.onset_ts <= to_ms(as_of),
         )
         .group_by(Alarm.device_id),
     )
     trapped = s.execute(
         select(Alarm.device_id, Alarm.details).where(
             Alarm.type == "trapped_passenger",
-            Alarm.onset_ts >= int(since(windows["entrapments"]).timestamp() * 1000),
-            Alarm.onset_ts <= int(as_of.timestamp() * 1000),
+            Alarm.onset_ts >= to_ms(since(windows["entrapments"])),
+            Alarm.onset_ts <= to_ms(as_of),
         )
     ).all()
     entrap: dict[str, int] = {}
@@ -500,9 +496,9 @@ def indicator_rows(access: Access, tz: str) -> tuple[list[Unit], list[HazardRow]
             h.device_id,
             h.hazard_class,
             h.status,
-            local_day(_utc(h.found_at), tz),
+            local_day(as_utc(h.found_at), tz),
             h.deadline,
-            local_day(_utc(h.closed_at), tz) if h.closed_at else None,
+            local_day(as_utc(h.closed_at), tz) if h.closed_at else None,
         )
         for h in s.scalars(hazards(access))
     ]
@@ -567,7 +563,7 @@ def indicator_points(db: Database, now: datetime, tz: str, since: date | None = 
     start = since or date(today.year, 1, 1)
     rows = indicators(units, hz, acc, grades, start, today + timedelta(days=1), today, "district")
     out = []
-    t_ns = int(now.timestamp() * 1000) * 1_000_000
+    t_ns = to_ms(now) * 1_000_000
     for r in rows:
         fields: dict[str, Any] = {k: v for k, v in r.items() if k not in ("group", "grades") and v is not None}
         fields.update({f"grade_{k}": v for k, v in r["grades"].items()})

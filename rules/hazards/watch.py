@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 
 from semon.rules.hazards import service as hs
 from semon.store.db import Database
 from semon.store.telemetry import TelemetryStore
+from semon.timeutil import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class HazardWatch:
 
     def scan_once(self) -> None:
         """One proposal and escalation pass."""
-        now = datetime.now(UTC)
+        now = utc_now()
         hs.propose_from_alarms(self.db, now)
         hs.escalate_overdue(self.db, now, self.tz)
         if self.telemetry is not None and time.monotonic() >= self._board_due:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from semon.rules.maintenance.calendar import ITEM_CLASSES
+from semon.timeutil import from_ms, utc_now
 
 maintenance_app = typer.Typer(help='"3+2" on-demand elevator maintenance (docs/maintenance.md).', no_args_is_help=True)
 console = Console(stderr=True)
@@ -38,7 +38,7 @@ AsOfOpt = Annotated[
 
 
 def _at_ms(at: str | None) -> int | None:
-    from semon.api.timeparse import TimeParseError, parse_time
+    from semon.timeutil import TimeParseError, parse_time
 
     try:
         return parse_time(at) if at else None
@@ -112,7 +112,7 @@ def _mqtt_notifier(settings: Any) -> tuple[Any, Any]:
     from semon.mqtt_connect import make_client
 
     target = settings.mqtt_target()
-    c = make_client(target, f"semon-maintenance-{datetime.now(UTC):%H%M%S%f}")
+    c = make_client(target, f"semon-maintenance-{utc_now():%H%M%S%f}")
     c.connect(target.host, target.port)
     c.loop_start()
     infos: list[Any] = []
@@ -237,7 +237,8 @@ def record_cmd(
     from semon.store.db import Database
 
     pol = _policy(policy)
-    when = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    at_ms = _at_ms(at)  # aware: naive ISO is UTC, as everywhere else
+    when = utc_now() if at_ms is None else from_ms(at_ms)
     s = get_settings()
     db = Database(s.db_url)
     try:

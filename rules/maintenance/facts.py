@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import math
-from datetime import UTC, date, datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 from sqlalchemy import select
@@ -26,6 +27,7 @@ from sqlalchemy import select
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts
 from semon.store.models import Device, Firm, UseUnit
+from semon.timeutil import utc_now
 
 DEVICE_FACTS = ("commission_date", "inspection_valid_until", "last_inspection_date", "liability_insurance",
                 "safety_grade")  # fmt: skip
@@ -142,7 +144,7 @@ def update_device_facts(db: Database, device_id: str, values: dict[str, Any]) ->
         f = s.get(DeviceFacts, device_id) or DeviceFacts(device_id=device_id)
         for k, v in values.items():
             setattr(f, k, v)
-        f.updated_at = datetime.now(UTC)
+        f.updated_at = utc_now()
         s.add(f)
         s.flush()
         s.expunge(f)
@@ -151,28 +153,30 @@ def update_device_facts(db: Database, device_id: str, values: dict[str, Any]) ->
 
 def update_firm(db: Database, firm_id: str, values: dict[str, Any]) -> Firm:
     """Set a firm's technical level, credit grade and / or credit score (keys as in the import file)."""
-    with db.session() as s:
-        firm = s.get(Firm, firm_id)
-        if firm is None:
-            raise UnknownEntity(f"firm {firm_id!r} does not exist")
-        for k, v in values.items():
-            setattr(firm, FIRM_FACTS[k], v)
-        s.flush()
-        s.expunge(firm)
-        return firm
+    return _update_row(db, Firm, firm_id, "firm", values, FIRM_FACTS)
 
 
 def update_use_unit(db: Database, use_unit_id: str, values: dict[str, Any]) -> UseUnit:
     """Set a use unit's management level."""
+    return _update_row(db, UseUnit, use_unit_id, "use unit", values, UNIT_FACTS)
+
+
+_Row = TypeVar("_Row", Firm, UseUnit)
+
+
+def _update_row(
+    db: Database, model: type[_Row], key: str, what: str, values: dict[str, Any], columns: Mapping[str, str]
+) -> _Row:
+    """Set ``values`` (import-file keys, mapped to attributes by ``columns``) on one row; it comes back detached."""
     with db.session() as s:
-        unit = s.get(UseUnit, use_unit_id)
-        if unit is None:
-            raise UnknownEntity(f"use unit {use_unit_id!r} does not exist")
+        row = s.get(model, key)
+        if row is None:
+            raise UnknownEntity(f"{what} {key!r} does not exist")
         for k, v in values.items():
-            setattr(unit, UNIT_FACTS[k], v)
+            setattr(row, columns[k], v)
         s.flush()
-        s.expunge(unit)
-        return unit
+        s.expunge(row)
+        return row
 
 
 def read_table(source: Path | str | bytes, filename: str = "") -> pd.DataFrame:
@@ -241,7 +245,7 @@ def import_facts(db: Database, source: Path | str | bytes, filename: str = "") -
         shown = "\n  ".join(errors[:50])
         more = f"\n  … and {len(errors) - 50} more" if len(errors) > 50 else ""
         raise FactsError(f"{name}: {len(errors)} invalid row(s):\n  {shown}{more}")
-    now = datetime.now(UTC)
+    now = utc_now()
     with db.session() as s:
         for dev, vals in dev_rows.items():
             f = s.get(DeviceFacts, dev) or DeviceFacts(device_id=dev)

@@ -9,7 +9,7 @@ it covers; with no plan yet, nothing was due and the visit counts as on time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -22,7 +22,7 @@ from semon.rules.maintenance.service import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
-from semon.timeutil import DEFAULT_TIMEZONE, local_date, now_ms, zone
+from semon.timeutil import DEFAULT_TIMEZONE, as_utc, local_date, now_ms, to_ms, utc_now, zone
 
 # A record may be entered a little ahead of the server clock (a technician's phone); more is a typo.
 MAX_FUTURE = timedelta(hours=1)
@@ -68,9 +68,8 @@ def record_visit(
     technician = technician.strip()
     if not technician:
         raise RecordError("technician must not be empty")
-    if performed_at.tzinfo is None:
-        performed_at = performed_at.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
+    performed_at = as_utc(performed_at)
+    now = now or utc_now()
     if performed_at > now + MAX_FUTURE:
         raise RecordError(f"performed_at {performed_at.isoformat()} is in the future")
     done_day = performed_at.astimezone(zone(tz)).date()
@@ -91,7 +90,7 @@ def record_visit(
         s.add(rec)
         s.flush()
         s.expunge(rec)
-    published = recompute_due(db, policy, device_id, notify, at_ms=int(now.timestamp() * 1000), tz=tz)
+    published = recompute_due(db, policy, device_id, notify, at_ms=to_ms(now), tz=tz)
     return rec, published
 
 

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -44,7 +43,7 @@ from semon.rules.maintenance.service import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
 from semon.store.models import Alarm
-from semon.timeutil import DEFAULT_TIMEZONE, local_date, now_ms
+from semon.timeutil import DEFAULT_TIMEZONE, from_ms, local_date, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ class Reversion:
         p = self.policy
         std = p.standard
         now = self.clock()
-        decided_at = datetime.fromtimestamp(now / 1000, UTC)
+        decided_at = from_ms(now)
         day = local_date(now, self.tz)
         with self.db.session() as s:
             plan = s.get(MaintenancePlan, device_id, with_for_update=True)

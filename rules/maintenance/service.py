@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Device, Firm, UseUnit
 from semon.store.telemetry import Point, TelemetryStore
-from semon.timeutil import DEFAULT_TIMEZONE, local_date, local_day_start_ms, now_ms, zone
+from semon.timeutil import DEFAULT_TIMEZONE, from_ms, local_date, local_day_start_ms, now_ms, zone
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def firm_rates(
     The Guangzhou 2024 pilot asks for paperless and on-time rates ≥ 95 % and ≥ 400 elevators
     under contract (domain.md §4.5); the ``meets_*`` columns say whether a firm does.
     """
-    since = datetime.fromtimestamp(local_day_start_ms(as_of - timedelta(days=window_days), tz) / 1000, UTC)
+    since = from_ms(local_day_start_ms(as_of - timedelta(days=window_days), tz))
     with db.session() as s:
         recs = s.execute(
             select(
@@ -408,7 +408,7 @@ def store_plan(
 
 
 def _store_plan(db: Database, plan: pd.DataFrame, policy: Policy, as_of: date, at_ms: int, trigger: str) -> int:
-    decided_at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    decided_at = from_ms(at_ms)
     sig = signatures(plan, policy)
     prev = plan["signature"] if "signature" in plan.columns else pd.Series(None, index=plan.index, dtype=object)
     new_decision = (prev.isna() | (prev != sig)).to_numpy()

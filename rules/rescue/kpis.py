@@ -30,7 +30,7 @@ from sqlalchemy import select
 from semon.store.access import Access
 from semon.store.models import Device
 from semon.store.notify_models import Rescue
-from semon.timeutil import DEFAULT_TIMEZONE
+from semon.timeutil import DEFAULT_TIMEZONE, utc_now
 
 DIMENSIONS = ("firm", "district", "period")
 PERIODS = ("day", "week", "month")
@@ -126,7 +126,7 @@ def _buckets(q: KpiQuery) -> list[tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp
 def compute(rescues: pd.DataFrame, elevators: pd.DataFrame, q: KpiQuery) -> list[dict[str, Any]]:
     """KPI rows, one per group (every firm / district in the registry or the rescues, every period
     of the range), sorted by the group keys."""
-    now = pd.Timestamp(q.now or datetime.now(UTC))
+    now = pd.Timestamp(q.now or utc_now())
     since, until = pd.Timestamp(q.since), pd.Timestamp(q.until)
     r = rescues.copy()
     for c in ("alarm_at", "dispatched_at", "arrived_at", "released_at"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -31,6 +31,7 @@ from semon.rules.maintenance.policy import Policy, load_policy
 from semon.store.access import Access, NotVisible
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.notify_models import Rescue
+from semon.timeutil import as_utc, from_ms, to_ms, utc_now
 
 TIERS = ("own_firm", "rescue_station", "fire_service")
 
@@ -63,8 +64,6 @@ class RescueCauseInvalid(ValueError):
     """The release names a cause the policy does not list."""
 
 
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def open_rescue(session: Session, ev: AlarmEvent, alarm: Alarm, alarm_types: list[str]) -> bool:
@@ -75,10 +74,10 @@ def open_rescue(session: Session, ev: AlarmEvent, alarm: Alarm, alarm_types: lis
         return False
     from semon.notify.outbox import insert_ignore  # the outbox's dialect-aware idempotent insert
 
-    now = datetime.now(UTC)
+    now = utc_now()
     insert_ignore(session, Rescue, [{
         "alarm_id": alarm.id, "device_id": alarm.device_id, "firm_id": alarm.firm_id, "status": "open",
-        "alarm_at": _utc(alarm.created_at), "arrival_breached": False, "notes": [], "created_at": now,
+        "alarm_at": as_utc(alarm.created_at), "arrival_breached": False, "notes": [], "created_at": now,
         "updated_at": now,
     }])  # fmt: skip
     return True
@@ -126,22 +125,22 @@ def record_step(
     r = rescue(access, rescue_id, lock=True)
     if r.status != need:
         raise RescueConflict(f"rescue {r.id} is {r.status}; {step} needs it {need}")
-    now = datetime.now(UTC)
-    at = _utc(body.at) if body.at is not None else now
+    now = utc_now()
+    at = as_utc(body.at) if body.at is not None else now
     alarm = access.s.scalar(select(Alarm).where(Alarm.id == r.alarm_id).with_for_update())
     assert alarm is not None
-    onset = datetime.fromtimestamp(alarm.onset_ts / 1000, UTC)
+    onset = from_ms(alarm.onset_ts)
     # The first step may precede the stored alarm (recorded late), never the alarm's onset.
-    previous = {"dispatch": min(_utc(r.alarm_at), onset), "arrive": r.dispatched_at, "release": r.arrived_at}[step]
+    previous = {"dispatch": min(as_utc(r.alarm_at), onset), "arrive": r.dispatched_at, "release": r.arrived_at}[step]
     assert previous is not None
-    if at < _utc(previous):
+    if at < as_utc(previous):
         what = "the alarm's onset" if step == "dispatch" else "the previous step"
-        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is before {what} ({_utc(previous).isoformat()})")
+        raise RescueTimeInvalid(f"{step} at {at.isoformat()} is before {what} ({as_utc(previous).isoformat()})")
     if at > now + MAX_FUTURE:
         raise RescueTimeInvalid(f"{step} at {at.isoformat()} is in the future")
-    if at < _utc(r.alarm_at):
+    if at < as_utc(r.alarm_at):
         r.alarm_at = onset  # handled before semon stored the alarm: time the rescue from its onset
-    elapsed = (at - _utc(r.alarm_at)).total_seconds()
+    elapsed = (at - as_utc(r.alarm_at)).total_seconds()
     details: dict[str, Any] = {"rescue_id": r.id, "since_alarm_s": round(elapsed, 1)}
     if step == "dispatch":
         r.dispatched_at, r.dispatched_by = at, actor
@@ -157,7 +156,7 @@ def record_step(
     else:
         r.released_at, r.released_by = at, actor
         r.cause = body.cause or "unknown"
-        details.update(cause=r.cause, on_site_s=round((at - _utc(r.arrived_at or at)).total_seconds(), 1))
+        details.update(cause=r.cause, on_site_s=round((at - as_utc(r.arrived_at or at)).total_seconds(), 1))
         # The maintenance planner reads the cause from the alarm (docs/maintenance.md).
         alarm.details = {**(alarm.details or {}), "cause": r.cause}
         alarm.updated_at = now
@@ -167,7 +166,7 @@ def record_step(
     r.status, r.updated_at = status, now
     access.s.add(
         AlarmEvent(
-            alarm_id=alarm.id, event=event, ts=int(at.timestamp() * 1000), at=now, severity=alarm.severity,
+            alarm_id=alarm.id, event=event, ts=to_ms(at), at=now, severity=alarm.severity,
             actor=actor, details=details,
         )
     )  # fmt: skip
