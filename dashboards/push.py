@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -121,6 +121,18 @@ def _status(e: Exception) -> int | None:
     return getattr(e, "status_code", None)
 
 
+def _found(get: Callable[[str], Any], uid: str) -> Any | None:
+    """What ``get(uid)`` answers, or None where Grafana answers 404 (any other refusal raises)."""
+    from grafana_client.client import GrafanaClientError
+
+    try:
+        return get(uid)
+    except GrafanaClientError as e:
+        if _status(e) != 404:
+            raise
+        return None
+
+
 def _comparable(board: dict[str, Any]) -> dict[str, Any]:
     # Grafana assigns id and bumps version on every save: neither says the content changed.
     return {k: v for k, v in board.items() if k not in ("id", "version")}
@@ -135,22 +147,16 @@ def push(
     folder_title: str = FOLDER_TITLE,
 ) -> PushReport:
     """Create or update folder, datasource (when given) and dashboards through a ``GrafanaApi``."""
-    from grafana_client.client import GrafanaClientError
-
     report = PushReport()
-    try:
-        folder = api.folder.get_folder(folder_uid)
-    except GrafanaClientError as e:
-        if _status(e) != 404:
-            raise
+    folder = _found(api.folder.get_folder, folder_uid)
+    if folder is None:
         api.folder.create_folder(folder_title, uid=folder_uid)
         report.folder = "created"
+    elif folder.get("title") != folder_title:
+        api.folder.update_folder(folder_uid, title=folder_title, overwrite=True)
+        report.folder = "updated"
     else:
-        if folder.get("title") != folder_title:
-            api.folder.update_folder(folder_uid, title=folder_title, overwrite=True)
-            report.folder = "updated"
-        else:
-            report.folder = "unchanged"
+        report.folder = "unchanged"
 
     if datasource is None:
         report.datasource = "not pushed"
@@ -159,12 +165,7 @@ def push(
 
     for board in dashboards:
         uid = board["uid"]
-        try:
-            current = api.dashboard.get_dashboard(uid)
-        except GrafanaClientError as e:
-            if _status(e) != 404:
-                raise
-            current = None
+        current = _found(api.dashboard.get_dashboard, uid)
         if current is not None:
             meta = current.get("meta", {})
             if meta.get("provisioned"):
@@ -189,11 +190,8 @@ def _push_datasource(api: Any, model: dict[str, Any]) -> str:
     from grafana_client.client import GrafanaClientError
 
     uid = model["uid"]
-    try:
-        existing = api.datasource.get_datasource_by_uid(uid)
-    except GrafanaClientError as e:
-        if _status(e) != 404:
-            raise
+    existing = _found(api.datasource.get_datasource_by_uid, uid)
+    if existing is None:
         try:
             api.datasource.create_datasource(model)
         except GrafanaClientError as e2:

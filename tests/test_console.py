@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,69 @@ REGISTRY = [
     f"E4,,elevator,Haizhu,新港中路 397 号,23.098,113.330,{FIRM_B},U04,海珠物业,3,2016-01-01,1.0,12,1,,,,",
     f"V1,,vessel,Panyu,市桥街 8 号,22.938,113.384,{FIRM_A},U05,番禺燃气站,3,2019-05-01,,,,1.76,1.6,80,LPG",
 ]
+
+
+@dataclass
+class City:
+    """The console tests' Guangzhou: the registry above, the regulator and both firms' dispatchers
+    as users, a regulator API key; :meth:`serve` runs the API on it. Browser contexts made by
+    :meth:`context` record every request URL and page error."""
+
+    db_url: str
+    tmp_path: Path
+    browser: Any
+    db: Database
+    telemetry: SqliteTelemetryStore
+    key: str
+    urls: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def serve(self, **settings: Any) -> Iterator[tuple[ApiServer, httpx.Client]]:
+        """The API on the city (dispatcher and canary off, ``settings`` on top) and a client with the key."""
+        s = Settings(db_url=self.db_url, telemetry_sqlite_path=self.tmp_path / "t.db", dispatcher_enabled=False,
+                     canary_enabled=False, **settings)  # fmt: skip  (api_auth "keys": nothing without credentials)
+        with (
+            ApiServer(s, self.db, self.telemetry) as api,
+            httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=10) as http,
+        ):
+            yield api, http
+
+    def context(self, height: int = 800) -> Any:
+        """A zh-CN browser context in New York's zone (the page must not use the browser's zone)."""
+        ctx = self.browser.new_context(
+            locale="zh-CN", timezone_id="America/New_York", viewport={"width": 1200, "height": height}
+        )
+        ctx.on("request", lambda r: self.urls.append(r.url))
+        ctx.on("page", lambda p: p.on("pageerror", lambda e: self.errors.append(str(e))))
+        return ctx
+
+    def signed_in(self, api: ApiServer, user: str, height: int = 800) -> tuple[Any, Any]:
+        """A new :meth:`context` and its page on the console, signed in as ``user``."""
+        ctx = self.context(height)
+        page = ctx.new_page()
+        page.goto(f"{api.url}/board")
+        _sign_in(page, user)
+        return ctx, page
+
+
+@contextmanager
+def console_city(db_url: str, tmp_path: Path, browser: Any) -> Iterator[City]:  # noqa: F811
+    """A fresh :class:`City` on ``db_url``; its stores are closed afterwards."""
+    db = Database(db_url)
+    (tmp_path / "registry.csv").write_text(REGISTRY_HEADER + "\n" + "\n".join(REGISTRY) + "\n", "utf-8")
+    import_devices_csv(db, tmp_path / "registry.csv")
+    create_user(db, "gz.regulator", PASSWORD, "regulator", display_name="广州市市场监管局")
+    create_user(db, "li.desk", PASSWORD, "firm", firm_id="F001")
+    create_user(db, "zhao.desk", PASSWORD, "firm", firm_id="F002")
+    _, key = create_key(db, "test-reader", "regulator")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    telemetry = SqliteTelemetryStore(tmp_path / "t.db")
+    try:
+        yield City(db_url, tmp_path, browser, db, telemetry, key)
+    finally:
+        telemetry.close()
+        db.dispose()
 
 
 def _raise(db: Database, device: str, firm: str, type_: str, severity: str, at: datetime) -> tuple[int, int | None]:
@@ -91,50 +157,25 @@ def _shot(page: Any, name: str) -> None:
 
 
 def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser, tmp_path: Path):  # noqa: F811
-    settings = Settings(
-        db_url=pg_url, telemetry_sqlite_path=tmp_path / "t.db", dispatcher_enabled=False, canary_enabled=False
-    )  # fmt: skip  (api_auth "keys": nothing without credentials)
-    db = Database(pg_url)
-    (tmp_path / "registry.csv").write_text(REGISTRY_HEADER + "\n" + "\n".join(REGISTRY) + "\n", "utf-8")
-    import_devices_csv(db, tmp_path / "registry.csv")
-    with db.session() as s:
-        s.execute(
-            update(Device)
-            .where(Device.id == "E1")
-            .values(attributes={"contact": "陈经理", "contact_phone": "020-3868 8000"})
-        )
-    create_user(db, "gz.regulator", PASSWORD, "regulator", display_name="广州市市场监管局")
-    create_user(db, "li.desk", PASSWORD, "firm", firm_id="F001")
-    create_user(db, "zhao.desk", PASSWORD, "firm", firm_id="F002")
-    _, key = create_key(db, "test-reader", "regulator")
-    now = datetime.now(UTC).replace(microsecond=0)
-    # The trapped passenger the story follows, and two older ones whose arrival clocks run late.
-    alarm, rescue = _raise(db, "E1", "F001", "trapped_passenger", "critical", now - timedelta(seconds=65))
-    red, _ = _raise(db, "E2", "F001", "trapped_passenger", "critical", now - timedelta(minutes=26))
-    amber, _ = _raise(db, "E3", "F001", "trapped_passenger", "critical", now - timedelta(minutes=21))
-    other, _ = _raise(db, "E4", "F002", "door_fault", "minor", now - timedelta(minutes=3))
-    start = int((now - timedelta(seconds=65)).timestamp() * 1000)
-    local = datetime.fromtimestamp(start / 1000, ZoneInfo("Asia/Shanghai")).strftime("%H:%M:%S")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    telemetry = SqliteTelemetryStore(settings.telemetry_sqlite_path)
-    urls: list[str] = []
-    errors: list[str] = []
-
-    def context(**kw: Any) -> Any:
-        ctx = browser.new_context(
-            locale="zh-CN", timezone_id="America/New_York", viewport={"width": 1200, "height": 800}, **kw
-        )
-        ctx.on("request", lambda r: urls.append(r.url))
-        ctx.on("page", lambda p: p.on("pageerror", lambda e: errors.append(str(e))))
-        return ctx
-
-    try:
-        with (
-            ApiServer(settings, db, telemetry) as api,
-            httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as http,
-        ):
+    with console_city(pg_url, tmp_path, browser) as city:
+        with city.db.session() as s:
+            s.execute(
+                update(Device)
+                .where(Device.id == "E1")
+                .values(attributes={"contact": "陈经理", "contact_phone": "020-3868 8000"})
+            )
+        now = datetime.now(UTC).replace(microsecond=0)
+        # The trapped passenger the story follows, and two older ones whose arrival clocks run late.
+        alarm, rescue = _raise(city.db, "E1", "F001", "trapped_passenger", "critical", now - timedelta(seconds=65))
+        red, _ = _raise(city.db, "E2", "F001", "trapped_passenger", "critical", now - timedelta(minutes=26))
+        amber, _ = _raise(city.db, "E3", "F001", "trapped_passenger", "critical", now - timedelta(minutes=21))
+        other, _ = _raise(city.db, "E4", "F002", "door_fault", "minor", now - timedelta(minutes=3))
+        start = int((now - timedelta(seconds=65)).timestamp() * 1000)
+        local = datetime.fromtimestamp(start / 1000, ZoneInfo("Asia/Shanghai")).strftime("%H:%M:%S")
+        urls, errors = city.urls, city.errors
+        with city.serve() as (api, http):
             # ---------------------------------------------------------------- the regulator
-            reg = context()
+            reg = city.context()
             page = reg.new_page()
             page.goto(f"{api.url}/board")
             page.wait_for_selector("#signin-view:not([hidden])", timeout=10_000)
@@ -197,10 +238,7 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
             reg.close()
 
             # ---------------------------------------------------------------- firm A's dispatcher
-            ctx = context()
-            page = ctx.new_page()
-            page.goto(f"{api.url}/board")
-            _sign_in(page, "li.desk")
+            ctx, page = city.signed_in(api, "li.desk")
             page.wait_for_selector(f'#desk li[data-alarm-id="{alarm}"] .rescue:not([hidden])', timeout=10_000)
             ids = page.eval_on_selector_all("#desk > li", "ls => ls.map(l => +l.dataset.alarmId)")
             assert ids == [red, amber, alarm]  # its own only; all critical, the longest waiting first
@@ -259,10 +297,7 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
             assert [e["event"] for e in http.get(f"/alarms/{amber}").json()["events"]] == ["raised"]
 
             # ---------------------------------------------------------------- firm B's dispatcher
-            ctx = context()
-            page = ctx.new_page()
-            page.goto(f"{api.url}/board")
-            _sign_in(page, "zhao.desk")
+            ctx, page = city.signed_in(api, "zhao.desk")
             page.wait_for_selector(f'#desk li[data-alarm-id="{other}"]', timeout=10_000)
             assert page.eval_on_selector_all("#desk > li", "ls => ls.map(l => +l.dataset.alarmId)") == [other]
             assert "门故障" in page.inner_text(f'#desk li[data-alarm-id="{other}"]')
@@ -275,9 +310,6 @@ def test_regulator_board_map_and_dispatcher_desk_in_the_browser(pg_url, browser,
             ctx.close()
         assert urls and not [u for u in urls if "key=" in u or "smk_" in u], [u for u in urls if "key" in u]
         assert not errors, errors
-    finally:
-        telemetry.close()
-        db.dispose()
 
 
 # The smallest valid PNG (1×1, grey): what the loopback tile server answers.
@@ -309,39 +341,31 @@ def test_map_uses_the_configured_tile_server_and_none_without_it(browser, tmp_pa
     tiles = ThreadingHTTPServer(("127.0.0.1", 0), Tiles)
     threading.Thread(target=tiles.serve_forever, daemon=True).start()
     template = f"http://127.0.0.1:{tiles.server_address[1]}/gz/{{z}}/{{x}}/{{y}}.png"
-    db = Database(f"sqlite:///{tmp_path}/semon.db")
-    (tmp_path / "registry.csv").write_text(REGISTRY_HEADER + "\n" + "\n".join(REGISTRY) + "\n", "utf-8")
-    import_devices_csv(db, tmp_path / "registry.csv")
-    create_user(db, "gz.regulator", PASSWORD, "regulator")
-    telemetry = SqliteTelemetryStore(tmp_path / "t.db")
     try:
-        for url in (template, None):
-            settings = Settings(db_url=f"sqlite:///{tmp_path}/semon.db", telemetry_sqlite_path=tmp_path / "t.db",
-                                dispatcher_enabled=False, canary_enabled=False, map_tile_url=url)  # fmt: skip
-            asked.clear()
-            with ApiServer(settings, db, telemetry) as api:
-                page = browser.new_page(viewport={"width": 1000, "height": 800})
-                page.goto(f"{api.url}/board#/map")
-                _sign_in(page, "gz.regulator")
-                page.click("#nav-map")
-                page.wait_for_selector("#map g.cluster", timeout=10_000)
-                images = page.eval_on_selector_all("#map image.tile", "is => is.map(i => i.getAttribute('href'))")
-                if url:
-                    assert images and all(re.search(r"/gz/\d+/\d+/\d+\.png$", i) for i in images)
-                    deadline = time.monotonic() + 10
-                    while len(asked) < len(images) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    assert sorted(asked) == sorted(urlparse(i).path for i in images)
-                    # Guangzhou's centre (113.26 E, 23.13 N) lies in the tiles drawn, at their zoom.
-                    z = int(images[0].split("/")[-3])
-                    cx = int((113.26 + 180) / 360 * 2**z)
-                    assert cx in {int(i.split("/")[-2]) for i in images}
-                    page.screenshot(path=str(SHOTS / "10-map-tiles.png"))
-                else:
-                    assert images == [] and asked == []
-                    assert page.locator("#map rect.outline").count() == 1
-                page.close()
+        with console_city(f"sqlite:///{tmp_path}/semon.db", tmp_path, browser) as city:
+            for url in (template, None):
+                asked.clear()
+                with city.serve(map_tile_url=url) as (api, _):
+                    page = browser.new_page(viewport={"width": 1000, "height": 800})
+                    page.goto(f"{api.url}/board#/map")
+                    _sign_in(page, "gz.regulator")
+                    page.click("#nav-map")
+                    page.wait_for_selector("#map g.cluster", timeout=10_000)
+                    images = page.eval_on_selector_all("#map image.tile", "is => is.map(i => i.getAttribute('href'))")
+                    if url:
+                        assert images and all(re.search(r"/gz/\d+/\d+/\d+\.png$", i) for i in images)
+                        deadline = time.monotonic() + 10
+                        while len(asked) < len(images) and time.monotonic() < deadline:
+                            time.sleep(0.05)
+                        assert sorted(asked) == sorted(urlparse(i).path for i in images)
+                        # Guangzhou's centre (113.26 E, 23.13 N) lies in the tiles drawn, at their zoom.
+                        z = int(images[0].split("/")[-3])
+                        cx = int((113.26 + 180) / 360 * 2**z)
+                        assert cx in {int(i.split("/")[-2]) for i in images}
+                        page.screenshot(path=str(SHOTS / "10-map-tiles.png"))
+                    else:
+                        assert images == [] and asked == []
+                        assert page.locator("#map rect.outline").count() == 1
+                    page.close()
     finally:
         tiles.shutdown()
-        telemetry.close()
-        db.dispose()

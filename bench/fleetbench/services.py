@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:  # bench/run.py runs as a script: make the repo's 
     sys.path.insert(0, str(REPO))
 
 from tests import services  # noqa: E402
-from tests.services import Influx, Proc, ServiceMissing, free_port, stop_all  # noqa: E402
+from tests.services import Influx, Proc, ServiceMissing, free_port, stop_all  # noqa: E402, F401  (bench's modules import them here)
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -66,16 +66,3 @@ def rss_mb(pid: int) -> tuple[float, float] | None:
     except (OSError, ValueError):
         return None
 
-
-__all__ = [
-    "REPO",
-    "Influx",
-    "Mosquitto",
-    "Postgres",
-    "Proc",
-    "ServiceMissing",
-    "cpu_seconds",
-    "free_port",
-    "rss_mb",
-    "stop_all",
-]
