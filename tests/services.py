@@ -211,7 +211,9 @@ class Influx:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> Proc:
-        """Start and wait (at most ``timeout`` s) until ``/ping`` answers."""
+        """Start and wait (at most ``timeout`` s) until ``/ping`` answers; a stopped one starts again."""
+        if self.http.is_closed:  # stop() closed it: tests restart InfluxDB to fake an outage
+            self.http = httpx.Client(base_url=self.url, timeout=120)
         self.proc = Proc.start("influxd", [self.binary, "run", "-config", str(self.conf)], self.dir / "influxd.log")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

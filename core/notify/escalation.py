@@ -38,8 +38,6 @@ UNACKNOWLEDGED = "unacknowledged"
 RESCUE_ARRIVAL = "rescue_arrival_overdue"
 
 
-
-
 def escalate(
     db: Database, alarm_id: int, reason: str, level: int, details: dict[str, Any], now: datetime, *, rescue_id: int = 0
 ) -> int | None:

@@ -51,10 +51,6 @@ MAX_TRACKED_GAP = 1000
 EventHook = Callable[[Session, AlarmEvent, Alarm], None]
 
 
-def _now() -> datetime:
-    return utc_now()
-
-
 def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
     """INSERT rows, skipping those that collide with a unique key (idempotent fan-out)."""
     if not rows:
@@ -110,7 +106,7 @@ class Scanner:
         st = s.get(NotifyState, SCAN_STATE)
         if st is None:
             # Fresh database: the migration seeds the row; a missing one means "from the start".
-            insert_ignore(s, NotifyState, [{"name": SCAN_STATE, "value": 0, "updated_at": _now()}])
+            insert_ignore(s, NotifyState, [{"name": SCAN_STATE, "value": 0, "updated_at": utc_now()}])
             st = s.get(NotifyState, SCAN_STATE)
         self.watermark = self.cursor = st.value if st is not None else 0
 
@@ -169,7 +165,7 @@ class Scanner:
                             deliveries.append({
                                 "webhook_id": w.id, "event_id": ev.id, "status": "pending",
                                 "payload": payload if w.kind == WEBHOOK_KIND else text,
-                                "attempts": 0, "next_attempt_at": _now(), "created_at": _now(),
+                                "attempts": 0, "next_attempt_at": utc_now(), "created_at": utc_now(),
                             })  # fmt: skip
                     for hook in self.hooks:
                         hook(s, ev, alarm)
@@ -192,7 +188,7 @@ class Scanner:
                 s.execute(
                     update(NotifyState)
                     .where(NotifyState.name == SCAN_STATE, NotifyState.value < mark)
-                    .values(value=mark, updated_at=_now())
+                    .values(value=mark, updated_at=utc_now())
                 )
                 self.watermark = mark
         return len(rows), len(fresh) == SCAN_BATCH
@@ -217,7 +213,7 @@ class Claimed:
 
 def claim(db: Database, limit: int, lease_s: float) -> list[Claimed]:
     """Take up to ``limit`` due deliveries of active webhooks, oldest due first."""
-    now = _now()
+    now = utc_now()
     until = now + timedelta(seconds=lease_s)
     due = (
         select(WebhookDelivery.id)
@@ -279,7 +275,7 @@ def record(
     ``attempted=False`` releases a row that was not sent (its webhook's endpoint just failed on
     an earlier row): it becomes due with that row at ``retry_at`` without counting an attempt.
     """
-    now = _now()
+    now = utc_now()
     with db.session() as s:
         d = s.get(WebhookDelivery, c.id, with_for_update=True)
         if d is None or d.status != "pending":
@@ -319,7 +315,7 @@ def redeliver(session: Session, webhook_id: int, delivery_ids: list[int] | None,
         else stmt.where(WebhookDelivery.status == status)
     )
     res = session.execute(
-        stmt.values(status="pending", attempts=0, next_attempt_at=_now(), dead_at=None).execution_options(
+        stmt.values(status="pending", attempts=0, next_attempt_at=utc_now(), dead_at=None).execution_options(
             synchronize_session=False
         )
     )

@@ -37,8 +37,6 @@ REGULATOR_DEFAULT_EVENTS = ["escalated"]
 WEBHOOK_KIND = "webhook"
 
 
-
-
 def new_secret() -> str:
     """A fresh signing secret (256 random bits)."""
     return "whsec_" + secrets.token_urlsafe(32)

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from semon.store.db import Database
 
 
-
 class UserError(ValueError):
     """A user cannot be created as asked (unknown firm, short password…)."""
 
@@ -71,8 +70,6 @@ class WebSession(Base):
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
 
 
 def create_user(

@@ -67,8 +67,6 @@ def local_day(at: datetime, tz: str) -> date:
     return local_date(to_ms(at), tz)
 
 
-
-
 def hazards(access: Access) -> Select[Any]:
     """Hazards of devices in the caller's scope."""
     return access.scoped(select(Hazard), Hazard.device_id)

@@ -64,8 +64,6 @@ class RescueCauseInvalid(ValueError):
     """The release names a cause the policy does not list."""
 
 
-
-
 def open_rescue(session: Session, ev: AlarmEvent, alarm: Alarm, alarm_types: list[str]) -> bool:
     """Open the rescue of a newly raised trapped-passenger alarm (idempotent); True if opened now."""
     if ev.event != "raised" or alarm.type not in alarm_types:
