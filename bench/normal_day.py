@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from semon.domain import DeviceInfo
 from semon.rules.engine import RuleEngine
 from semon.simulators.engine import FleetEngine
 from semon.simulators.fleet import build_fleet
-from semon.store.registry import DeviceInfo
 
 
 def devices_of(fleet: object) -> dict[str, DeviceInfo]:

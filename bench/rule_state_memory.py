@@ -21,9 +21,9 @@ import tracemalloc
 from rich.console import Console
 
 from semon.contract.messages import ElevatorStatus, VesselStatus
+from semon.domain import DeviceInfo
 from semon.rules.engine import RuleEngine
 from semon.simulators.fleet import build_fleet
-from semon.store.registry import DeviceInfo
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a fixed clock, the figure does not depend on today
 

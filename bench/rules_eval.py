@@ -16,9 +16,9 @@ import time
 from rich.console import Console
 
 from semon.contract.messages import ElevatorStatus
+from semon.domain import DeviceInfo
 from semon.rules.engine import RuleEngine
 from semon.simulators.fleet import build_fleet
-from semon.store.registry import DeviceInfo
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,21 @@ from semon.errors import ConfigError
 from semon.mqtt_connect import MqttTarget, TlsFiles, parse_target
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_nets(text: str) -> tuple[IPNetwork, ...]:
+    """``SEMON_WEBHOOK_ALLOW_NETS``: comma-separated CIDRs (``127.0.0.0/8, ::1/128``)."""
+    nets = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError as e:
+                raise ValueError(f"SEMON_WEBHOOK_ALLOW_NETS: {part!r} is not a CIDR network ({e})") from e
+    return tuple(nets)
 
 
 class Settings(BaseSettings):
@@ -178,8 +194,6 @@ class Settings(BaseSettings):
     @classmethod
     def _allow_nets(cls, v: str) -> str:
         """Every entry a CIDR network, so a typo is a start-up error, not a refused receiver."""
-        from semon.notify.targets import parse_nets  # the one parser of the list (imports httpx)
-
         parse_nets(v)
         return v
     # Map tiles of the console's map ({z}/{x}/{y} template, e.g. the city's own tile server);

@@ -33,9 +33,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from semon.domain import effective_max_working_pressure
 from semon.store.db import Database
 from semon.store.models import Device
-from semon.store.registry import effective_max_working_pressure
 from semon.store.telemetry import Point, TelemetryStore
 from semon.timeutil import now_ms
 

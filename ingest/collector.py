@@ -41,7 +41,7 @@ from semon.ingest.lease import LeaseKeeper, PgAdvisoryLease
 from semon.ingest.pipeline import Pipeline, parse_partition, partition_of
 from semon.ingest.registry_watch import REGISTRY_DOWN, RegistryWatch
 from semon.ingest.seq_gaps import MESSAGE_LOSS
-from semon.ingest.source import BROKER_DOWN, JETSTREAM_DOWN, AckGate, make_source
+from semon.ingest.source import BROKER_DOWN, JETSTREAM_DOWN, AckGate, MqttSource
 from semon.ingest.spool import Spool
 from semon.ingest.supervision import Supervisor
 from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, TelemetrySink
@@ -83,6 +83,15 @@ def tune_runtime() -> None:
     """Process-wide interpreter settings for a process dedicated to a collector (see above)."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def make_source(settings: Settings, client_id: str, sup: Supervisor) -> MqttSource:
+    """The source stage ``SEMON_SOURCE`` names: the MQTT session, or JetStream partitions."""
+    if settings.source == "jetstream":
+        from semon.ingest.jetstream_source import JetStreamSource  # nats-py only where it is used
+
+        return JetStreamSource(settings, client_id, sup)
+    return MqttSource(settings, client_id, sup)
 
 
 class Collector:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from semon.contract.messages import STATUS_MODELS, DeviceEvent
 from semon.contract.topics import TopicError, TopicInfo, parse_topic
-from semon.store.registry import DeviceInfo
+from semon.domain import DeviceInfo
 from semon.store.telemetry import (
     EVENT_MEASUREMENT,
     ONLINE_MEASUREMENT,

@@ -14,9 +14,10 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from semon.domain import DeviceInfo
 from semon.ingest.supervision import Backoff, Supervisor
 from semon.store.db import Database
-from semon.store.registry import DeviceInfo, load_registry, registry_fingerprint
+from semon.store.registry import load_registry, registry_fingerprint
 
 REGISTRY_DOWN = "registry"
 

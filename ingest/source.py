@@ -208,12 +208,3 @@ class AckGate:
             self.source.ack_many(b.acks)
             self._count("acked", len(b.acks))
             m.UNACKED.dec(len(b.acks))
-
-
-def make_source(settings: Settings, client_id: str, sup: Supervisor) -> MqttSource:
-    """The source stage ``SEMON_SOURCE`` names: the MQTT session, or JetStream partitions."""
-    if settings.source == "jetstream":
-        from semon.ingest.jetstream_source import JetStreamSource  # nats-py only where it is used
-
-        return JetStreamSource(settings, client_id, sup)
-    return MqttSource(settings, client_id, sup)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from semon.store.registry import DeviceInfo
+from semon.domain import DeviceInfo
 
 
 class Severity(StrEnum):

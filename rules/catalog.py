@@ -20,9 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from semon.contract.messages import ServiceMode
+from semon.domain import DeviceInfo, effective_max_working_pressure
 from semon.rules import expr
 from semon.rules.base import RuleSpec, Severity
-from semon.store.registry import DeviceInfo, effective_max_working_pressure
 
 DATA = Path(__file__).resolve().parent / "data"
 CATALOG_FILE = DATA / "catalog.toml"

@@ -25,12 +25,12 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
 
+from semon.domain import DeviceInfo
 from semon.rules import expr
 from semon.rules.base import AlarmTransition, RuleSpec, Severity
 from semon.rules.catalog import Catalog, CompiledRule, DeviceRules
 from semon.rules.codes import CodeTable
 from semon.rules.ordering import Admission, Order, OrderGate
-from semon.store.registry import DeviceInfo
 
 OFFLINE_SPEC_ID = "device.terminal_offline"
 # Pressure samples kept for the rise rate are at least this far apart: a terminal reporting

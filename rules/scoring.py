@@ -28,12 +28,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from semon.domain import DeviceInfo
 from semon.rules.base import SEVERITY_RANK, Severity
 from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
-from semon.store.registry import DeviceInfo, load_registry
+from semon.store.registry import load_registry
 
 # An alarm may begin slightly before the recorded onset (a ladder's lower rung, sample spacing).
 MATCH_SLACK_MS = 5_000

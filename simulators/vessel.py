@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from semon.domain import SET_TO_WORKING_RATIO  # no maximum working pressure given: set / 1.05, as the rules
+
 PRESSURE_BAND = (0.80, 0.98)  # × maximum working pressure in normal operation
 PRESSURE_MEAN = (0.90, 0.95)  # × maximum working pressure: where a vessel's pressure settles
-SET_TO_WORKING_RATIO = 1.05  # no maximum working pressure given: set / 1.05 (as the rules assume)
 LEVEL_BAND = (20.0, 80.0)  # % for liquefied gas
 LEL_BAND = (0.0, 3.0)  # % LEL near flammable media
 TEMP_SPREAD = 5.0  # °C around the operating temperature

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from semon.contract.messages import ElevatorStatus, VesselStatus
+from semon.domain import DeviceInfo
 from semon.rules.engine import NO_DERIVED, RuleEngine, field_names, status_env
-from semon.store.registry import DeviceInfo
 from tests.test_rules_engine import ELEV, T0, VES, elev, idle, kinds, vessel
 
 ROOT = Path(__file__).resolve().parent.parent

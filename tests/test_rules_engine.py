@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from semon.contract.messages import DeviceEvent, ElevatorStatus, VesselStatus
+from semon.domain import DeviceInfo
 from semon.rules.catalog import Catalog, RulesConfigError
 from semon.rules.engine import RuleEngine
-from semon.store.registry import DeviceInfo
 
 ELEV = DeviceInfo("E1", "elevator", "Tianhe", "F001", 1.75, 20, 1)
 VES = DeviceInfo("V1", "vessel", "Tianhe", "F001", set_pressure=1.6, design_temperature=80.0, design_pressure=1.76)

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from semon.contract.messages import ElevatorStatus, VesselStatus
+from semon.domain import DeviceInfo
 from semon.rules import expr
 from semon.rules.catalog import DERIVED, MODES, STATUS_FIELDS, Catalog, RuleDef, RulesConfigError
 from semon.rules.engine import RuleEngine
-from semon.store.registry import DeviceInfo
 
 ELEV = DeviceInfo("E1", "elevator", "Tianhe", "F001", 1.75, 20, 1)
 VES = DeviceInfo("V1", "vessel", "Tianhe", "F001", set_pressure=1.6, design_temperature=80.0, design_pressure=1.76)

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from semon.store.db import Database
-from semon.store.models import Base
+from semon.store.tables import metadata
 from tests.services import REPO, unavailable
 
 
@@ -23,7 +23,7 @@ def _diff(url: str) -> list[object]:
     db = Database(url)
     try:
         with db.engine.connect() as conn:
-            return compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            return compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         db.dispose()
 

@@ -29,12 +29,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from semon import timeutil
 from semon.config import Settings
 from semon.contract.topics import alarm_topic, canary_echo_topic, canary_ping_topic
+from semon.domain import DeviceInfo
 from semon.mqtt_connect import make_client
 from semon.rules.alarms import AlarmStore, Stored
 from semon.rules.base import AlarmTransition, RuleSpec, Severity
 from semon.store.db import Database
 from semon.store.models import Device
-from semon.store.registry import DeviceInfo
 
 log = logging.getLogger(__name__)
 

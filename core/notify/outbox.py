@@ -28,14 +28,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from semon.config import Settings
 from semon.notify.texts import alert_text
 from semon.notify.webhooks import WEBHOOK_KIND, backoff_s, wants
 from semon.rules.alarms import event_message
-from semon.store.db import Database
+from semon.store.db import Database, insert_ignore
 from semon.store.models import Alarm, AlarmEvent, Device
 from semon.store.notify_models import NotifyLate, NotifyState, Webhook, WebhookDelivery
 from semon.timeutil import as_utc, utc_now
@@ -51,13 +50,6 @@ MAX_TRACKED_GAP = 1000
 EventHook = Callable[[Session, AlarmEvent, Alarm], None]
 
 
-def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
-    """INSERT rows, skipping those that collide with a unique key (idempotent fan-out)."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    ins = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
-    session.execute(ins.values(rows).on_conflict_do_nothing())
 
 
 def read_watermark(db: Database) -> int:

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from semon.config import IPNetwork, parse_nets
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NON_GLOBAL = tuple(
@@ -47,18 +48,6 @@ _EMBEDS_IPV4 = tuple(
 
 class TargetRefused(ValueError):
     """A webhook or channel target semon will not call."""
-
-
-def parse_nets(text: str) -> tuple[IPNetwork, ...]:
-    """``SEMON_WEBHOOK_ALLOW_NETS``: comma-separated CIDRs (``127.0.0.0/8, ::1/128``)."""
-    nets = []
-    for part in (p.strip() for p in text.split(",")):
-        if part:
-            try:
-                nets.append(ipaddress.ip_network(part, strict=False))
-            except ValueError as e:
-                raise ValueError(f"SEMON_WEBHOOK_ALLOW_NETS: {part!r} is not a CIDR network ({e})") from e
-    return tuple(nets)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 CONNECT_TIMEOUT_S = 5
@@ -76,3 +78,12 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections."""
         self.engine.dispose()
+
+
+def insert_ignore(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """INSERT rows, skipping those that collide with a unique key (idempotent fan-out)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    ins = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+    session.execute(ins.values(rows).on_conflict_do_nothing())

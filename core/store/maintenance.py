@@ -13,7 +13,7 @@ from datetime import date, datetime
 from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from semon.store.models import Base
+from semon.store.base import Base
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

@@ -22,11 +22,9 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-
-class Base(DeclarativeBase):
-    """Declarative base of every semon table."""
+from semon.store.base import Base
 
 
 class Firm(Base):
@@ -165,10 +163,3 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-from semon.store import hazards as _hazards  # noqa: E402,F401  (register tables)
-from semon.store import maintenance as _maintenance  # noqa: E402,F401  (register tables)
-from semon.store import notify_models as _notify_models  # noqa: E402,F401  (register tables)
-from semon.store import seq_state as _seq_state  # noqa: E402,F401  (register tables)
-from semon.store import users as _users  # noqa: E402,F401  (register tables)

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from semon.store.models import Base
+from semon.store.base import Base
 
 _ID = BigInteger().with_variant(Integer, "sqlite")
 

@@ -15,8 +15,8 @@ from sqlalchemy import BigInteger, Integer, String, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from semon.store.base import Base
 from semon.store.db import Database
-from semon.store.models import Base
 
 
 class DeviceSeq(Base):

@@ -20,7 +20,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from semon.store.models import ApiKey, Base
+from semon.store.base import Base
+from semon.store.models import ApiKey
 from semon.timeutil import as_utc, utc_now
 
 if TYPE_CHECKING:

@@ -20,13 +20,13 @@ import pandas as pd
 from sqlalchemy import select
 
 from semon.contract.topics import alarm_topic
+from semon.domain import DeviceInfo
 from semon.rules.alarms import AlarmStore
 from semon.rules.base import AlarmTransition, RuleSpec, Severity
 from semon.rules.maintenance.calendar import ITEM_CLASSES
 from semon.rules.maintenance.policy import Policy
 from semon.store.db import Database
 from semon.store.models import Alarm
-from semon.store.registry import DeviceInfo
 from semon.timeutil import DEFAULT_TIMEZONE, local_day_start_ms
 
 log = logging.getLogger(__name__)

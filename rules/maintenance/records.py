@@ -9,16 +9,17 @@ it covers; with no plan yet, nothing was due and the visit counts as on time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import func, select
 
 from semon.rules.maintenance.calendar import ITEM_CLASSES
 from semon.rules.maintenance.compliance import Notifier, maintenance_overdue_spec, sync_alarms, wanted_alarms
 from semon.rules.maintenance.planner import due_frame
 from semon.rules.maintenance.policy import Policy
-from semon.rules.maintenance.service import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenancePlan, MaintenanceRecord
 from semon.store.models import Device
@@ -26,6 +27,26 @@ from semon.timeutil import DEFAULT_TIMEZONE, as_utc, local_date, now_ms, to_ms, 
 
 # A record may be entered a little ahead of the server clock (a technician's phone); more is a typo.
 MAX_FUTURE = timedelta(hours=1)
+
+
+def last_visits(db: Database, device_ids: Sequence[str] | None = None, tz: str = DEFAULT_TIMEZONE) -> pd.DataFrame:
+    """Per device, the local day (in ``tz``) of the last visit of each item class (columns ``last_<class>``)."""
+    stmt = select(MaintenanceRecord.device_id, MaintenanceRecord.item_class, func.max(MaintenanceRecord.performed_at))
+    if device_ids is not None and len(device_ids) <= 2000:
+        stmt = stmt.where(MaintenanceRecord.device_id.in_(list(device_ids)))
+    stmt = stmt.group_by(MaintenanceRecord.device_id, MaintenanceRecord.item_class)
+    with db.session() as s:
+        rows = [tuple(r) for r in s.execute(stmt)]
+    cols = [f"last_{c}" for c in ITEM_CLASSES]
+    if not rows:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="device_id"), dtype="datetime64[ns]")
+    df = pd.DataFrame(rows, columns=["device_id", "item_class", "at"])
+    # A visit at 07:00 in Guangzhou is on that local day, not on yesterday's UTC day.
+    df["at"] = pd.to_datetime(df["at"], utc=True).dt.tz_convert(zone(tz)).dt.tz_localize(None).dt.normalize()
+    wide = df.pivot_table(index="device_id", columns="item_class", values="at", aggfunc="max")
+    wide = wide.reindex(columns=list(ITEM_CLASSES))
+    wide.columns = cols
+    return wide.astype("datetime64[ns]")
 
 
 class RecordError(ValueError):

@@ -39,7 +39,7 @@ from semon.rules.maintenance.compliance import Notifier, device_info, publish, r
 from semon.rules.maintenance.inputs import COMPLIANCE_RULE_PREFIX, DAY_MS, HOUR_MS
 from semon.rules.maintenance.planner import due_frame
 from semon.rules.maintenance.policy import Policy, PolicyError, load_policy
-from semon.rules.maintenance.service import last_visits
+from semon.rules.maintenance.records import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import MaintenanceDecision, MaintenancePlan
 from semon.store.models import Alarm

@@ -37,11 +37,12 @@ from semon.rules.maintenance.inputs import evidence_records, monitoring_inputs
 from semon.rules.maintenance.inspection import inspection_frame
 from semon.rules.maintenance.planner import SCORE_COMPONENTS, plan_frame
 from semon.rules.maintenance.policy import Policy
+from semon.rules.maintenance.records import last_visits
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Device, Firm, UseUnit
 from semon.store.telemetry import Point, TelemetryStore
-from semon.timeutil import DEFAULT_TIMEZONE, from_ms, local_date, local_day_start_ms, now_ms, zone
+from semon.timeutil import DEFAULT_TIMEZONE, from_ms, local_date, local_day_start_ms, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +98,6 @@ def _parse_dates(df: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     for c in cols:
         df[c] = pd.to_datetime(df[c], format="%Y-%m-%d", errors="coerce")
     return df
-
-
-def last_visits(db: Database, device_ids: Sequence[str] | None = None, tz: str = DEFAULT_TIMEZONE) -> pd.DataFrame:
-    """Per device, the local day (in ``tz``) of the last visit of each item class (columns ``last_<class>``)."""
-    stmt = select(MaintenanceRecord.device_id, MaintenanceRecord.item_class, func.max(MaintenanceRecord.performed_at))
-    if device_ids is not None and len(device_ids) <= 2000:
-        stmt = stmt.where(MaintenanceRecord.device_id.in_(list(device_ids)))
-    stmt = stmt.group_by(MaintenanceRecord.device_id, MaintenanceRecord.item_class)
-    with db.session() as s:
-        rows = [tuple(r) for r in s.execute(stmt)]
-    cols = [f"last_{c}" for c in ITEM_CLASSES]
-    if not rows:
-        return pd.DataFrame(columns=cols, index=pd.Index([], name="device_id"), dtype="datetime64[ns]")
-    df = pd.DataFrame(rows, columns=["device_id", "item_class", "at"])
-    # A visit at 07:00 in Guangzhou is on that local day, not on yesterday's UTC day.
-    df["at"] = pd.to_datetime(df["at"], utc=True).dt.tz_convert(zone(tz)).dt.tz_localize(None).dt.normalize()
-    wide = df.pivot_table(index="device_id", columns="item_class", values="at", aggfunc="max")
-    wide = wide.reindex(columns=list(ITEM_CLASSES))
-    wide.columns = cols
-    return wide.astype("datetime64[ns]")
 
 
 def current_plans(db: Database, device_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -703,7 +684,6 @@ __all__ = [
     "build_plan",
     "current_plans",
     "firm_rates",
-    "last_visits",
     "registry_frame",
     "run_planning",
     "store_plan",

@@ -70,7 +70,7 @@ def open_rescue(session: Session, ev: AlarmEvent, alarm: Alarm, alarm_types: lis
         return False
     if session.scalar(select(Rescue.id).where(Rescue.alarm_id == alarm.id)) is not None:
         return False
-    from semon.notify.outbox import insert_ignore  # the outbox's dialect-aware idempotent insert
+    from semon.store.db import insert_ignore  # dialect-aware idempotent insert
 
     now = utc_now()
     insert_ignore(session, Rescue, [{
