@@ -117,3 +117,19 @@ def test_no_import_cycles(tree: Path, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delitem(sys.modules, name)  # grimp must find the laid-out copy
     graph = grimp.build_graph("semon", cache_dir=None)
     assert _cycles(graph) == []
+
+
+def test_loading_the_pure_rules_loads_no_store_web_or_mqtt():
+    """At run time too: no package ``__init__`` drags the store in behind a pure module."""
+    contract = next(
+        c for c in tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"] if c["type"] == "forbidden"
+    )
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {contract['source_modules']!r}: importlib.import_module(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {{'sqlalchemy', 'fastapi', 'paho', 'httpx'}}"
+        f" or m.startswith(('semon.store', 'semon.api', 'semon.ingest', 'semon.notify')))\n"
+        "print(json.dumps(bad))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert run.stdout.strip() == "[]"

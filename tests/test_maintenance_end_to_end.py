@@ -16,8 +16,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
 from semon.ingest.collector import Collector
-from semon.rules.maintenance import install_reversion, load_policy, run_planning, update_device_facts, update_firm
-from semon.rules.maintenance.facts import update_use_unit
+from semon.rules.maintenance.facts import update_device_facts, update_firm, update_use_unit
+from semon.rules.maintenance.policy import load_policy
+from semon.rules.maintenance.reversion import install_reversion
+from semon.rules.maintenance.service import run_planning
 from semon.simulators.fleet import build_fleet
 from semon.simulators.run import SimulationConfig, run_simulation
 from semon.store.influx import InfluxStore

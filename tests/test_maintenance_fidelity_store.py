@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from semon.rules.alarms import AlarmStore
 from semon.rules.base import RuleSpec, Severity
-from semon.rules.maintenance import record_visit, run_planning
 from semon.rules.maintenance.compliance import device_info, transition
+from semon.rules.maintenance.records import record_visit
+from semon.rules.maintenance.service import run_planning
 from semon.store.maintenance import MaintenanceDecision
 from semon.timeutil import local_day_start_ms
 from tests.test_maintenance_store import (  # noqa: F401  (fixtures)

@@ -224,7 +224,7 @@ def test_inspection_due_dates(kind, facts, status, due):
 
 
 def test_an_unusable_policy_never_stops_the_collector(monkeypatch, tmp_path: Path):
-    from semon.rules.maintenance import install_reversion
+    from semon.rules.maintenance.reversion import install_reversion
 
     bad = tmp_path / "bad.toml"
     bad.write_text("schema = 1\nversion = 'x'\n")

@@ -21,18 +21,12 @@ from semon.config import Settings
 from semon.ingest.decode import Decoder, to_points
 from semon.rules.alarms import AlarmStore
 from semon.rules.base import RuleSpec, Severity
-from semon.rules.maintenance import (
-    FactsError,
-    Reversion,
-    import_facts,
-    load_policy,
-    record_visit,
-    run_planning,
-    update_device_facts,
-    update_firm,
-)
 from semon.rules.maintenance.compliance import device_info, transition
-from semon.rules.maintenance.service import firm_rates
+from semon.rules.maintenance.facts import FactsError, import_facts, update_device_facts, update_firm
+from semon.rules.maintenance.policy import load_policy
+from semon.rules.maintenance.records import record_visit
+from semon.rules.maintenance.reversion import Reversion
+from semon.rules.maintenance.service import firm_rates, run_planning
 from semon.store.db import Database
 from semon.store.maintenance import DeviceFacts, MaintenanceDecision, MaintenancePlan, MaintenanceRecord
 from semon.store.models import Alarm, Firm, UseUnit

@@ -124,7 +124,7 @@ def test_arrival_after_31_minutes_is_a_breach_and_29_is_not(env: dict[str, Any])
 
 def test_every_cause_the_policy_names_is_accepted_and_no_other(env: dict[str, Any]):
     """One list: equipment, the policy's external causes (power_grid, vandalism…), unknown."""
-    from semon.rules.maintenance import load_policy
+    from semon.rules.maintenance.policy import load_policy
     from semon.rules.rescue import rescue_causes
 
     db, c, tok = env["db"], env["client"], env["tokens"]

@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 from semon.api.app import create_app
 from semon.config import Settings
 from semon.rules.hazards import service as hazards
-from semon.rules.maintenance import load_policy, record_visit
+from semon.rules.maintenance.policy import load_policy
+from semon.rules.maintenance.records import record_visit
 from semon.store.access import SYSTEM, Access
 from semon.store.db import Database
 from semon.store.keys import create_key

@@ -1,7 +1,8 @@
 """ "3+2" on-demand elevator maintenance (按需维保): policy, monitoring inputs, planner, reversion,
 records, inspection due dates and compliance alarms. See docs/maintenance.md.
 
-Public entry points:
+Entry points, each imported from its module (the package imports nothing, so loading the
+pure policy or planner does not load the store):
 
 * :func:`load_policy` / :func:`parse_policy` — the versioned TOML policy, validated;
 * :func:`plan_frame` — the pure, vectorised planner (a DataFrame in, decisions out);
@@ -12,34 +13,3 @@ Public entry points:
 * :func:`import_facts`, :func:`update_device_facts` — registry facts;
 * :func:`inspection_frame` — periodic inspection due dates.
 """
-
-from semon.rules.maintenance.facts import FactsError, import_facts, update_device_facts, update_firm, update_use_unit
-from semon.rules.maintenance.inspection import inspection_frame
-from semon.rules.maintenance.planner import plan_frame
-from semon.rules.maintenance.policy import Policy, PolicyError, default_policy_path, load_policy, parse_policy
-from semon.rules.maintenance.records import RecordError, record_visit
-from semon.rules.maintenance.reversion import Reversion, ReversionWorker, install_reversion
-from semon.rules.maintenance.service import PlanRun, firm_rates, run_planning
-
-__all__ = [
-    "FactsError",
-    "PlanRun",
-    "Policy",
-    "PolicyError",
-    "RecordError",
-    "Reversion",
-    "ReversionWorker",
-    "default_policy_path",
-    "firm_rates",
-    "import_facts",
-    "inspection_frame",
-    "install_reversion",
-    "load_policy",
-    "parse_policy",
-    "plan_frame",
-    "record_visit",
-    "run_planning",
-    "update_device_facts",
-    "update_firm",
-    "update_use_unit",
-]
