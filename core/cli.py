@@ -7,8 +7,9 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +19,8 @@ from semon.errors import ConfigError, ServiceUnavailable
 from semon.logs import setup_logging
 from semon.rules.hazards.cli import hazards_app, inspections_app
 from semon.rules.maintenance.cli import maintenance_app
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from semon.config import Settings
@@ -221,6 +224,17 @@ def mqtt_auth(
     )
 
 
+def _on_database(call: Callable[[Database], _T]) -> _T:
+    """``call`` on the database of SEMON_DB_URL, disposed of afterwards (one-shot commands)."""
+    from semon.store.db import Database
+
+    db = Database(get_settings().db_url)
+    try:
+        return call(db)
+    finally:
+        db.dispose()
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="who the key is for")],
@@ -229,17 +243,13 @@ def keys_create(
     use_unit: Annotated[str | None, typer.Option(help="use unit id (role owner)")] = None,
 ) -> None:
     """Create an API key; the token is printed once and never stored."""
-    from semon.store.db import Database
     from semon.store.keys import KeyError_, create_key
 
-    db = Database(get_settings().db_url)
     try:
-        k, token = create_key(db, name, role, firm_id=firm, use_unit_id=use_unit)
+        k, token = _on_database(lambda db: create_key(db, name, role, firm_id=firm, use_unit_id=use_unit))
     except KeyError_ as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from e
-    finally:
-        db.dispose()
     console.print(f"key {k.id} ({k.role}{' ' + (k.firm_id or k.use_unit_id or '') if k.role != 'regulator' else ''})")
     print(token)
 
@@ -249,14 +259,9 @@ def keys_list(include_revoked: Annotated[bool, typer.Option(help="show revoked k
     """List API keys (never their secrets)."""
     from rich.table import Table
 
-    from semon.store.db import Database
     from semon.store.keys import list_keys
 
-    db = Database(get_settings().db_url)
-    try:
-        keys = list_keys(db, include_revoked=include_revoked)
-    finally:
-        db.dispose()
+    keys = _on_database(lambda db: list_keys(db, include_revoked=include_revoked))
     t = Table("编号 id", "前缀 prefix", "名称 name", "角色 role", "范围 scope", "创建 created", "吊销 revoked")
     for k in keys:
         revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else ""
@@ -268,14 +273,9 @@ def keys_list(include_revoked: Annotated[bool, typer.Option(help="show revoked k
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[int, typer.Argument(help="key id (semon keys list)")]) -> None:
     """Revoke an API key at once."""
-    from semon.store.db import Database
     from semon.store.keys import revoke_key
 
-    db = Database(get_settings().db_url)
-    try:
-        k = revoke_key(db, key_id)
-    finally:
-        db.dispose()
+    k = _on_database(lambda db: revoke_key(db, key_id))
     if k is None:
         console.print(f"[red]no key {key_id}[/]")
         raise typer.Exit(1)
@@ -292,19 +292,16 @@ def users_create(
     password_stdin: Annotated[bool, typer.Option(help="read the password from stdin (scripts)")] = False,
 ) -> None:
     """Create a console user; the password is asked for (or read from stdin) and stored as an argon2 hash."""
-    from semon.store.db import Database
     from semon.store.users import UserError, create_user
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt(
         "password 密码", hide_input=True, confirmation_prompt=True)  # fmt: skip
-    db = Database(get_settings().db_url)
     try:
-        u = create_user(db, username, password, role, firm_id=firm, use_unit_id=use_unit, display_name=display_name)
+        u = _on_database(lambda db: create_user(db, username, password, role, firm_id=firm, use_unit_id=use_unit,
+                                                display_name=display_name))  # fmt: skip
     except UserError as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(2) from e
-    finally:
-        db.dispose()
     console.print(f"user {u.username} ({u.role} {u.firm_id or u.use_unit_id or 'all'})")
 
 
@@ -313,14 +310,9 @@ def users_list(include_disabled: Annotated[bool, typer.Option(help="show disable
     """List console users (never their password hashes)."""
     from rich.table import Table
 
-    from semon.store.db import Database
     from semon.store.users import list_users
 
-    db = Database(get_settings().db_url)
-    try:
-        users = list_users(db, include_disabled=include_disabled)
-    finally:
-        db.dispose()
+    users = _on_database(lambda db: list_users(db, include_disabled=include_disabled))
     t = Table("用户名 user", "姓名 name", "角色 role", "范围 scope", "创建 created", "停用 disabled")
     for u in users:
         disabled = f"{u.disabled_at:%Y-%m-%d %H:%M}" if u.disabled_at else ""
@@ -332,14 +324,9 @@ def users_list(include_disabled: Annotated[bool, typer.Option(help="show disable
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument(help="sign-in name (semon users list)")]) -> None:
     """Disable a user; every open session of theirs ends at once."""
-    from semon.store.db import Database
     from semon.store.users import disable_user
 
-    db = Database(get_settings().db_url)
-    try:
-        u = disable_user(db, username)
-    finally:
-        db.dispose()
+    u = _on_database(lambda db: disable_user(db, username))
     if u is None:
         console.print(f"[red]no user {username!r}[/]")
         raise typer.Exit(1)
