@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     jetstream_replicas: int = Field(3, ge=1, le=5)
     # Comma-separated partitions this collector consumes; empty = all.
     jetstream_owned: str | None = None
+    # Comma-separated partitions this collector takes over when their lease is free (their
+    # preferred owner is dead); needs PostgreSQL. First attempt after the delay, so that at a
+    # simultaneous start each preferred owner takes its own first.
+    jetstream_standby: str | None = None
+    jetstream_standby_delay_s: float = Field(5.0, ge=0)
     # Unacknowledged messages come back after this long (a lost fetch reply, a dead collector).
     jetstream_ack_wait_s: float = Field(10.0, gt=0)
     # Other MQTT listeners (comma-separated, e.g. the cluster's other nodes) the JetStream

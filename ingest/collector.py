@@ -123,6 +123,7 @@ class Collector:
         if self.lease is not None:
             keeper = self.lease
             self.source.may_reconnect = lambda why: not keeper.session_lost(why)
+        self.partition_keepers = self._jetstream_keepers(settings, db)
         self.client = self.source.client
         self.connected = self.source.connected
         self.registry = RegistryWatch(db, self.sup, settings.registry_refresh_s)
@@ -164,6 +165,44 @@ class Collector:
         lease = PgAdvisoryLease(db.url, partition or (0, 1))
         return LeaseKeeper(lease, self.sup, self._start_owned, self._fence)
 
+    def _jetstream_keepers(self, settings: Settings, db: Database) -> list[LeaseKeeper]:
+        """JetStream on PostgreSQL: one lease per partition (owned ones at once, standby ones
+        after the standby delay), each starting and fencing that partition's consumer."""
+        if settings.source != "jetstream":
+            return []
+        from semon.ingest.jetstream_source import owned_partitions, standby_partitions
+
+        standby = standby_partitions(settings)
+        if db.engine.dialect.name != "postgresql":
+            if standby:
+                raise ValueError("SEMON_JETSTREAM_STANDBY needs PostgreSQL (SEMON_DB_URL): failover is a lease "
+                                 "on a PostgreSQL advisory lock, SQLite has none")  # fmt: skip
+            return []
+        n = settings.jetstream_partitions
+        self.source.leased = True  # type: ignore[attr-defined]
+        keepers = []
+        delay = settings.jetstream_standby_delay_s
+        for k in owned_partitions(settings) + standby:
+            lease = PgAdvisoryLease(db.url, (k, n), scope="jetstream-partition")
+            keepers.append(LeaseKeeper(
+                lease, self.sup, lambda k=k: self._take_partition(k), lambda why, k=k: self._fence_partition(k, why),
+                stage=f"lease-p{k}", rejoin=True, first_try_after=delay if k in standby else 0,
+            ))  # fmt: skip
+        return keepers
+
+    def _take_partition(self, k: int) -> None:
+        """Lease ``k`` is ours: rebuild its devices' state from the database, then consume it."""
+        from semon.ingest.jetstream_source import nats_partition
+
+        n = self.settings.jetstream_partitions
+        self.registry.refresh(time.monotonic(), min_age=0)
+        self.restore_alarms(lambda device_id: nats_partition(device_id, n) == k)
+        self.source.consume(k)  # type: ignore[attr-defined]
+
+    def _fence_partition(self, k: int, why: str) -> None:
+        log.critical("%s", why)
+        self.source.stop_consuming(k)  # type: ignore[attr-defined]
+
     # -- wiring --------------------------------------------------------------------------------
     def _count(self, key: str, n: int) -> None:
         if n:
@@ -179,11 +218,14 @@ class Collector:
         self.alarm_sink.put_dead_letters(self.dead.refused_by_store(rows))
         return self.alarm_sink.assigned
 
-    def restore_alarms(self) -> None:
+    def restore_alarms(self, only: Callable[[str], bool] | None = None) -> None:
         """Let the engine know which alarms are active, so it can clear them; resume the
-        devices' message counters where the acknowledged stream ended."""
-        self.pipeline.gaps.restore(seq_state.load(self.db))
+        devices' message counters where the acknowledged stream ended. ``only``: just the
+        devices it accepts (a JetStream partition taken over)."""
+        self.pipeline.gaps.restore([r for r in seq_state.load(self.db) if only is None or only(r.device_id)])
         for a in self.alarms.active():
+            if only is not None and not only(a.device_id):
+                continue
             if a.device_id == PLATFORM_DEVICE.id and a.type == MESSAGE_LOSS.alarm_type:
                 self.pipeline.gaps.active, self.pipeline.gaps.onset = True, a.onset_ts
             dev = self.registry.registry.get(a.device_id)
@@ -198,6 +240,8 @@ class Collector:
             self.lease.start()
         else:
             self._start_owned()
+        for keeper in self.partition_keepers:
+            keeper.start()
 
     def _start_owned(self) -> None:
         if self.lease is not None:
@@ -232,6 +276,8 @@ class Collector:
                 self.spool.close()
                 self.alarm_sink.journal.close()
                 return
+        for keeper in self.partition_keepers:
+            keeper.stop()
         self.source.close_intake()
         for t in self._threads:
             t.join(timeout)
@@ -242,6 +288,8 @@ class Collector:
         self.source.stop()
         if self.lease is not None:
             self.lease.release()
+        for keeper in self.partition_keepers:
+            keeper.release()
         self.spool.close()
         self.alarm_sink.journal.close()
         log.info("collector stopped", extra={"stats": self._stats_copy()})

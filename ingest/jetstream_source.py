@@ -64,19 +64,37 @@ def topic_of(subject: str) -> str | None:
     return f"semon/v1/{parts[3]}/{parts[4]}/{parts[5]}"
 
 
+def nats_partition(token: str, n: int) -> int:
+    """The partition NATS's ``{{partition(n, …)}}`` puts a device-id token in (FNV-1a 32 mod n)."""
+    h = 0x811C9DC5
+    for b in token.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h % n
+
+
+def _partition_list(value: str | None, setting: str, n: int) -> list[int]:
+    try:
+        out = sorted({int(x) for x in (value or "").split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"{setting}: {value!r} is not a list of partitions") from None
+    bad = [k for k in out if not 0 <= k < n]
+    if bad:
+        raise ValueError(f"{setting}: partitions {bad} outside 0..{n - 1} (SEMON_JETSTREAM_PARTITIONS)")
+    return out
+
+
 def owned_partitions(settings: Settings) -> list[int]:
     """Partitions this collector consumes (``SEMON_JETSTREAM_OWNED``, default all)."""
     n = settings.jetstream_partitions
     if not settings.jetstream_owned:
         return list(range(n))
-    try:
-        out = sorted({int(x) for x in settings.jetstream_owned.split(",") if x.strip()})
-    except ValueError:
-        raise ValueError(f"SEMON_JETSTREAM_OWNED: {settings.jetstream_owned!r} is not a list of partitions") from None
-    bad = [k for k in out if not 0 <= k < n]
-    if bad:
-        raise ValueError(f"SEMON_JETSTREAM_OWNED: partitions {bad} outside 0..{n - 1} (SEMON_JETSTREAM_PARTITIONS)")
-    return out
+    return _partition_list(settings.jetstream_owned, "SEMON_JETSTREAM_OWNED", n)
+
+
+def standby_partitions(settings: Settings) -> list[int]:
+    """Partitions this collector takes over when free (``SEMON_JETSTREAM_STANDBY``), owned ones excluded."""
+    got = _partition_list(settings.jetstream_standby, "SEMON_JETSTREAM_STANDBY", settings.jetstream_partitions)
+    return [k for k in got if k not in owned_partitions(settings)]
 
 
 STUCK_AFTER_S = 5.0  # no delivery for this long, with messages pending: resubscribe
@@ -102,6 +120,11 @@ class JetStreamSource(MqttSource):
     def __init__(self, settings: Settings, client_id: str, sup: Supervisor) -> None:
         super().__init__(settings, client_id, sup)
         self.partitions = owned_partitions(settings)
+        # With leases (PostgreSQL) partitions are added and removed by their lease keepers.
+        self.leased = False
+        self._parts: dict[int, _Partition] = {}
+        self._js: Any = None
+        self._js_up = threading.Event()
         self.js_gen = 0
         self.js_ready = threading.Event()
         self._pending: dict[int, Msg] = {}
@@ -197,9 +220,10 @@ class JetStreamSource(MqttSource):
         )
         js = nc.jetstream(timeout=10)
         await self._ensure_stream(js)
-        parts = [_Partition(k) for k in self.partitions]
-        for p in parts:
-            await self._subscribe(js, p)
+        self._js = js
+        for k in [] if self.leased else self.partitions:
+            await self._add(k)
+        self._js_up.set()
         self.js_gen += 1
         self.js_ready.set()
         self.sup.recovered(JETSTREAM_DOWN)
@@ -207,7 +231,9 @@ class JetStreamSource(MqttSource):
         try:
             while not self._closing.is_set():
                 got = 0
-                for p in parts:
+                if not self._parts:
+                    await asyncio.sleep(0.2)  # every partition's lease is another's for now
+                for p in list(self._parts.values()):
                     got += await self._pull(p)
                     if p.stuck(time.monotonic()) and await self._behind(js, p):
                         # A pull subscription that stopped delivering (seen after its node or
@@ -222,6 +248,44 @@ class JetStreamSource(MqttSource):
                     await asyncio.sleep(0)  # fetch already waited; yield to acks
         finally:
             await nc.drain()
+
+    # -- partitions taken and given up by their leases (called from the lease threads) ------------
+    def consume(self, k: int, timeout: float = 60.0) -> None:
+        """Start partition ``k``'s durable consumer (its lease is ours); returns once subscribed."""
+        if not self._js_up.wait(timeout):
+            raise RuntimeError(f"partition {k}: JetStream not ready after {timeout:.0f} s")
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._add(k), self._loop).result(timeout)
+        log.warning("partition %d: consuming (lease held)", k)
+
+    def stop_consuming(self, k: int, timeout: float = 10.0) -> None:
+        """Fence partition ``k``: unsubscribe and forget its unacknowledged deliveries (the
+        stream redelivers them to the new owner). Falls back to fencing the whole source."""
+        try:
+            assert self._loop is not None
+            asyncio.run_coroutine_threadsafe(self._remove(k), self._loop).result(timeout)
+        except Exception as e:  # the loop is stuck or gone: stop everything rather than share
+            log.critical("partition %d: cannot stop its consumer (%s); fencing the whole source", k, e)
+            self.fence()
+            self._closing.set()
+
+    async def _add(self, k: int) -> None:
+        if k in self._parts:
+            return
+        p = _Partition(k)
+        await self._subscribe(self._js, p)
+        self._parts[k] = p
+
+    async def _remove(self, k: int) -> None:
+        p = self._parts.pop(k, None)
+        if p is not None and p.sub is not None:
+            try:
+                await p.sub.unsubscribe()
+            except Exception as e:  # gone with its connection: so is the subscription
+                log.debug("unsubscribe partition %d: %s", k, e)
+        with self._lock:
+            for mid in [m for m, msg in self._pending.items() if msg.subject.split(".")[2] == str(k)]:
+                del self._pending[mid]
 
     async def _subscribe(self, js: Any, p: _Partition) -> None:
         s = self.settings

@@ -78,21 +78,23 @@ class PartitionLease(Protocol):
         ...
 
 
-def lock_key(partition: tuple[int, int]) -> int:
-    """The second advisory-lock key of partition ``(I, N)``: stable across processes and hosts."""
-    return zlib.crc32(f"collector-partition:{partition[0]}/{partition[1]}".encode()) & 0x7FFFFFFF
+def lock_key(partition: tuple[int, int], scope: str = "collector-partition") -> int:
+    """The second advisory-lock key of partition ``(I, N)`` in ``scope`` (the Mosquitto path's
+    ``collector-partition``, the JetStream path's ``jetstream-partition``): stable across
+    processes and hosts."""
+    return zlib.crc32(f"{scope}:{partition[0]}/{partition[1]}".encode()) & 0x7FFFFFFF
 
 
 class PgAdvisoryLease:
     """A session-level advisory lock on a connection of its own (outside the SQLAlchemy pool:
     the lock lives exactly as long as this one connection)."""
 
-    def __init__(self, db_url: str, partition: tuple[int, int]) -> None:
+    def __init__(self, db_url: str, partition: tuple[int, int], scope: str = "collector-partition") -> None:
         from sqlalchemy.engine import make_url
 
         self.name = f"{partition[0]}/{partition[1]}"
         self._conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._key = lock_key(partition)
+        self._key = lock_key(partition, scope)
         self._conn = None  # psycopg.Connection once connected
 
     def _connect(self):  # noqa: ANN202 (psycopg is imported lazily: SQLite installs need not have it)
@@ -162,9 +164,17 @@ class LeaseKeeper:
     """Waits for the lease (standby), then keeps proving it (owner); fences when it is lost."""
 
     def __init__(
-        self, lease: PartitionLease, sup: Supervisor, on_acquired: Callable[[], None], fence: Callable[[str], None]
+        self, lease: PartitionLease, sup: Supervisor, on_acquired: Callable[[], None], fence: Callable[[str], None],
+        *, stage: str = "lease", rejoin: bool = False, first_try_after: float = 0.0,
     ) -> None:
+        """``rejoin``: after a loss (fenced), wait as standby again instead of ending the
+        process (the JetStream source fences one partition's consumer, not the whole process);
+        ``first_try_after``: seconds before the first attempt (a standby lets the preferred
+        owner take its partition first)."""
         self.lease = lease
+        self.stage = stage
+        self.rejoin = rejoin
+        self.first_try_after = first_try_after
         self.sup = sup
         self._on_acquired = on_acquired
         self._fence = fence
@@ -180,12 +190,26 @@ class LeaseKeeper:
 
     def start(self) -> None:
         """Run the keeper as a supervised stage ("lease")."""
-        self.sup.spawn("lease", self._run)
+        self.sup.spawn(self.stage, self._run)
 
     def _run(self) -> None:
+        if self._stop.wait(self.first_try_after):
+            return
+        while not self._stop.is_set():
+            try:
+                self._run_once()
+                return
+            except LeaseLost:
+                if not self.rejoin:
+                    raise
+                self.lease.release()  # a fresh session for the next attempt
+                self.uncertain.clear()
+                self._session_taken = None
+
+    def _run_once(self) -> None:
         announced = False
         while not self._stop.is_set():
-            self.sup.beat("lease")
+            self.sup.beat(self.stage)
             if self.lease.try_acquire() is True:
                 break
             if not announced:
@@ -201,7 +225,7 @@ class LeaseKeeper:
         self.owner.set()
         self._on_acquired()
         while not self._stop.wait(CHECK_EVERY_S):
-            self.sup.beat("lease")
+            self.sup.beat(self.stage)
             held = self.lease.still_held() if not self.uncertain.is_set() else self.lease.try_acquire()
             if held is None:
                 # The database is away: nobody can take the lease meanwhile, so consuming on keeps
