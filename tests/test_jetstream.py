@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +33,14 @@ from tests.nats_cluster import NatsCluster
 from tests.test_scaleout import DEVICES, EL, _door_cycling, _registry, _trapped
 
 
-def _collector(stack: Stack, cluster: NatsCluster, i: int, owned: str, log: Path) -> subprocess.Popen[bytes]:
+def _collector(
+    stack: Stack, cluster: NatsCluster, i: int, owned: str, log: Path, standby: str = ""
+) -> subprocess.Popen[bytes]:
     s = stack.settings
     env = {
         **os.environ,
+        "SEMON_JETSTREAM_STANDBY": standby,
+        "SEMON_JETSTREAM_STANDBY_DELAY_S": "5",
         "SEMON_SOURCE": "jetstream",
         "SEMON_NATS_URLS": cluster.urls,
         "SEMON_JETSTREAM_OWNED": owned,
@@ -213,3 +219,58 @@ def test_a_node_killed_mid_stream_loses_nothing_alarms_keep_coming_and_it_rejoin
     assert {d: sorted(set(v)) for d, v in stack.seqs("elevator_status").items()} == want, "0 lost"
     assert {a.device_id for a in _alarms(stack) if a.type == "trapped_passenger"} == set(late_trapped)
     assert all("Traceback" not in lg.read_text() for lg in logs)
+
+
+TRAPPED_AFTER_S = 20  # the trapped-passenger rule's duration (rules catalogue)
+TAKEOVER_S = 15
+
+
+def _consuming(log: Path, k: int) -> bool:
+    return log.exists() and f"partition {k}: consuming (lease held)" in log.read_text()
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_a_killed_collectors_partitions_are_taken_over_with_its_alarms_and_nothing_lost(
+    stack: Stack, cluster: NatsCluster, tmp_path: Path
+):
+    from semon.ingest.jetstream_source import nats_partition
+
+    _registry(stack, tmp_path / "reg.csv")
+    logs = [tmp_path / f"c{i}.log" for i in range(2)]
+    procs = [_collector(stack, cluster, 0, "0,1", logs[0], standby="2,3"),
+             _collector(stack, cluster, 1, "2,3", logs[1], standby="0,1")]  # fmt: skip
+    try:
+        wait_until(lambda: all(_consuming(logs[k // 2], k) for k in range(4)), 90, "each collector on its own two")
+        t0 = now_ms() - 300_000
+        before = {d: [elevator_payload(t0 + k * 5000, k + 1) for k in range(10)] for d in DEVICES}
+        _publish_to_nodes(cluster, _interleave(before), [0, 1, 2], "pub-a")
+        wait_until(lambda: _stored_count(stack) >= 10 * len(DEVICES), 120, "the first half stored")
+        procs[1].send_signal(signal.SIGKILL)  # owner of partitions 2 and 3; not restarted
+        procs[1].wait(10)
+        killed_at = time.monotonic()
+        victim = next(d for d in DEVICES if nats_partition(d, 4) in (2, 3))
+        after = {d: [elevator_payload(t0 + 60_000 + k * 5000, k + 11) for k in range(10)] for d in DEVICES
+                 if d != victim}  # fmt: skip
+        # An entrapment that begins after the kill (closed in with a passenger from 2 s to 32 s).
+        t1 = now_ms()
+        after[victim] = [elevator_payload(t1 + i * 1000, i + 11, occupied=2 <= i < 32, door="closed", door_zone=True)
+                         for i in range(40)]  # fmt: skip
+        _publish_to_nodes(cluster, _interleave(after), [0, 1, 2], "pub-b")
+        wait_until(lambda: _consuming(logs[0], 2) and _consuming(logs[0], 3), TAKEOVER_S, "partitions 2, 3 taken over")
+        took = time.monotonic() - killed_at
+        wait_until(lambda: any(a.device_id == victim and a.type == "trapped_passenger" for a in _alarms(stack)),
+                   TAKEOVER_S + TRAPPED_AFTER_S, "the trapped alarm raised by the survivor")  # fmt: skip
+        raised = time.monotonic() - killed_at
+        total = sum(len(v) for v in before.values()) + sum(len(v) for v in after.values())
+        wait_until(lambda: _stored_count(stack) >= total, 120, "every message stored")
+        print(f"takeover {took:.1f} s after the kill, trapped alarm after {raised:.1f} s, {total} messages")
+    finally:
+        procs[1].kill()
+        _stop(procs[:1])
+    want = {d: list(range(1, 1 + len(before[d]) + len(after[d]))) for d in DEVICES}
+    stored = {d: sorted(v) for d, v in stack.seqs("elevator_status").items()}
+    assert stored == want, "every (device, seq) stored exactly once"
+    got = Counter((a.device_id, a.type) for a in _alarms(stack))
+    assert got == Counter({(victim, "trapped_passenger"): 1}), dict(got)
+    assert "Traceback" not in logs[0].read_text()
