@@ -274,3 +274,11 @@ def test_a_killed_collectors_partitions_are_taken_over_with_its_alarms_and_nothi
     got = Counter((a.device_id, a.type) for a in _alarms(stack))
     assert got == Counter({(victim, "trapped_passenger"): 1}), dict(got)
     assert "Traceback" not in logs[0].read_text()
+
+
+def test_nats_partition_is_the_clusters_fnv1a_mapping():
+    from semon.ingest.jetstream_source import nats_partition
+
+    # Values nats-server 2.9's {{partition(4,1)}} gave for these ids (checked against a server
+    # with config/nats/mappings.conf: 225 ids, no mismatch).
+    assert {d: nats_partition(d, 4) for d in ("E1", "E2", "X7", "X42")} == {"E1": 3, "E2": 2, "X7": 0, "X42": 1}
