@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     batch_max_lines: int = Field(5000, ge=1)
     batch_max_age_s: float = Field(0.5, gt=0)
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    # /health turns "degraded" while the oldest journaled batch waits longer than this for the
+    # telemetry store (alarms are unaffected: they never wait for telemetry).
+    telemetry_lag_degraded_s: float = Field(60.0, gt=0)
     max_payload_bytes: int = Field(65536, ge=256)
     max_future_skew_s: float = 300.0
     # Platform alarm message_loss: this many of one device's messages never arrived (seq gaps,

@@ -20,6 +20,9 @@ POINTS_WRITTEN = Counter("semon_points_written_total", "Telemetry points durably
 BATCHES_SPOOLED = Counter("semon_batches_spooled_total", "Batches written to the local spool")
 SPOOL_BATCHES = Gauge("semon_spool_batches", "Batches waiting in the spool")
 SPOOL_BYTES = Gauge("semon_spool_bytes", "Bytes waiting in the spool")
+TELEMETRY_LAG = Gauge(
+    "semon_telemetry_lag_seconds", "Age of the oldest batch journaled but not yet in the telemetry store (0: none)"
+)
 QUEUE_DEPTH = Gauge("semon_ingest_queue_depth", "Messages received but not yet evaluated")
 UNACKED = Gauge("semon_unacked_messages", "Messages evaluated but not yet acknowledged to the broker")
 ALARM_JOURNAL = Gauge("semon_alarm_journal_records", "Alarm records kept in the local journal (database away)")

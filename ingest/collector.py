@@ -44,7 +44,7 @@ from semon.ingest.seq_gaps import MESSAGE_LOSS
 from semon.ingest.source import BROKER_DOWN, JETSTREAM_DOWN, AckGate, MqttSource
 from semon.ingest.spool import Spool
 from semon.ingest.supervision import Supervisor
-from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, TelemetrySink
+from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, YIELD_AT_BURSTS, TelemetrySink
 from semon.notify.canary import PLATFORM_DEVICE
 from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
@@ -131,8 +131,9 @@ class Collector:
         self.dead_by_reason = self.dead.by_reason
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
         self.telemetry_sink = TelemetrySink(
-            settings, telemetry, self.spool, self.sup, self._count, self._acknowledge, self._refused_by_store
-        )
+            settings, telemetry, self.spool, self.sup, self._count, self._acknowledge, self._refused_by_store,
+            behind=lambda: self.source.inbox.qsize() > YIELD_AT_BURSTS,
+        )  # fmt: skip
         self.alarm_sink = AlarmSink(
             settings, db, self.source, self.registry, self.sup, self._count, self.dead, self.telemetry_sink.put,
             lambda device_id, alarm_type: self.pipeline.manual_clears.put((device_id, alarm_type)),
@@ -312,7 +313,7 @@ class Collector:
                 "reasons": [f"standby for partition {lease.lease.name}: another collector holds its lease"],
             }  # fmt: skip
         failing: list[str] = [f"stage {s} failed: {why}" for s, why in failures.items()]
-        for stage in ("pipeline", "alarms", *(f"writer{i}" for i in range(self.telemetry_sink.writers))):
+        for stage in ("pipeline", "alarms", "journal", *(f"writer{i}" for i in range(self.telemetry_sink.writers))):
             age = self.sup.beat_age(stage)
             if stage not in failures and self.sup.threads and age > HUNG_AFTER_S:
                 failing.append(f"stage {stage} hung ({age:.0f} s without a loop)")
@@ -332,6 +333,11 @@ class Collector:
             if key in outages:
                 failing.append(outages[key].reason)
         degraded = [o.reason for k, o in outages.items() if k not in (BROKER_DOWN, JETSTREAM_DOWN, *ALARMS_AT_RISK)]
+        lag = self.telemetry_sink.lag_s()
+        m.TELEMETRY_LAG.set(lag)
+        if lag > self.settings.telemetry_lag_degraded_s and TELEMETRY_DOWN not in outages:
+            # Slower, not down: alarms are unaffected (they never wait for telemetry), queries are late.
+            degraded.append(f"telemetry store {lag:.0f} s behind intake: {len(self.spool)} batches journaled")
         status = "failing" if failing else "degraded" if degraded else "ok"
         m.HEALTH_OK.set(0 if failing else 1)
         for key in outages:
@@ -360,6 +366,7 @@ class Collector:
                     "held_for_order": self.gate.waiting(),
                     "spool_batches": len(self.spool),
                     "spool_bytes": self.spool.bytes,
+                    "lag_s": round(lag, 1),
                     "last_write_ok_age_s": None if ts.last_write_ok is None else round(now - ts.last_write_ok, 1),
                 },
             },

@@ -1,28 +1,44 @@
-"""Telemetry sink: batches → the telemetry store (InfluxDB or SQLite), or the durable spool.
+"""Telemetry sink: batches → the telemetry store (InfluxDB or SQLite), through the journal when
+the store is behind.
 
-Writer threads (two for a store that takes concurrent writes) each take a batch, write it —
-or, while the store is slow or down, append it to the spool in the store-neutral encoding —
-and report it durable to the acknowledgement gate. The spool is replayed oldest first, by one
-writer at a time, with backoff while the store stays away. At the spool's bound a writer waits
-(back-pressure: acknowledgements stop, the broker holds the backlog) while the pipeline and
-the alarm sink go on: the batch queue between them is large enough for the broker's in-flight
-window, so rules keep evaluating what the broker still sends.
+Alarms first: the acknowledgement of a message — and so the broker's next delivery, and so the
+next alarm — never waits for a slow store. A **journal** thread takes the pipeline's batches in
+order: a batch goes straight to an idle writer while the store keeps up and nothing waits in the
+spool; otherwise it is appended to the durable spool (several batches per transaction, one
+fsync) and reported durable at once. Writer threads (two for a store that takes concurrent
+writes) write the batches handed to them and, whenever they are not given one, replay the
+spool oldest first, merging small batches into writes of up to ``batch_max_lines`` points. The
+spool is the same one that holds batches while the store is down, so "slow" and "down" take
+one path; its bound is the back-pressure point (the journal waits, acknowledgements stop, the
+broker holds the backlog) while the pipeline and the alarm sink go on. While the pipeline has
+a backlog of its own (more than :data:`YIELD_AT_BURSTS` bursts waiting), the writers do not
+write at all — up to half the spool's bound — so that on a saturated machine the CPU goes to
+rules and alarms first and telemetry catches up afterwards. How far the store is behind is the
+age of the oldest spooled batch (``/health``, ``semon_telemetry_lag_seconds``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from semon import metrics as m
 from semon.config import Settings
 from semon.ingest.handover import Batch
 from semon.ingest.spool import Spool, SpoolFull
 from semon.ingest.supervision import Backoff, Supervisor
-from semon.store.telemetry import POINTS_JSON, TelemetryStore, TelemetryUnavailable, decode_points, encode_points
+from semon.store.telemetry import (
+    POINTS_JSON,
+    Point,
+    TelemetryStore,
+    TelemetryUnavailable,
+    decode_points,
+    encode_points,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +47,29 @@ log = logging.getLogger(__name__)
 # InfluxDB stalls now and then (WAL snapshots, compactions). Two writers overlap those waits;
 # PUBACKs still leave in the order the messages arrived (MQTT 3.1.1 §4.6).
 CONCURRENT_WRITERS = 2
-# Batches waiting for a writer. A batch is cut at half the broker's in-flight window, so this
-# holds far more than the broker lets be unacknowledged: the pipeline never waits on a stalled
-# store (only QoS 0 floods could fill it, and then the pipeline waits — back-pressure).
+# Batches waiting for the journal. A batch is cut at half the broker's in-flight window, so this
+# holds far more than the broker lets be unacknowledged: the pipeline never waits on the journal
+# (only QoS 0 floods could fill it, and then the pipeline waits — back-pressure).
 QUEUE_BATCHES = 4096
+# Batches the journal appends in one transaction (one fsync) when several wait.
+JOURNAL_GROUP = 64
+# Spooled batches one replay write may merge, up to this many times ``batch_max_lines`` points:
+# a store that is behind catches up faster with fewer, larger writes, while a write stays small
+# enough to finish within ``SEMON_INFLUX_TIMEOUT_S`` on a store that takes ordinary batches.
+REPLAY_MERGE = 16
+REPLAY_LINES_FACTOR = 2
+
+# The pipeline counts as behind with more network reads than this waiting in its inbox (one read
+# is up to a few hundred messages; a pipeline that keeps up has a handful at most).
+YIELD_AT_BURSTS = 50
 
 TELEMETRY_DOWN = "telemetry_store"
 SPOOL_FULL = "spool_full"
 
 
 class TelemetrySink:
-    """The writer stage; ``put`` batches, ``close`` to finish, ``on_durable`` gets each batch."""
+    """The journal and writer stage; ``put`` batches, ``close`` to finish, ``on_durable`` gets
+    each batch once its points are in the store or the spool."""
 
     def __init__(
         self,
@@ -52,8 +80,12 @@ class TelemetrySink:
         count: Callable[[str, int], None],
         on_durable: Callable[[Batch], None],
         on_rejected: Callable[[list[tuple[bytes, str]]], int],
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``behind``: whether the pipeline has a backlog; while it has, the writers leave the CPU
+        to it (alarms first) and telemetry waits in the journal — up to half the spool's bound."""
         self.settings = settings
+        self._behind = behind
         self.telemetry = telemetry
         self.spool = spool
         self.sup = sup
@@ -62,47 +94,128 @@ class TelemetrySink:
         self._on_rejected = on_rejected
         self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.writers = CONCURRENT_WRITERS if getattr(telemetry, "concurrent_writes", False) else 1
-        self._drain_lock = threading.Lock()
+        # Journal → writers: each writer's own inbox. A batch goes to a writer only that offered
+        # itself (``_offers``, it waits idle): a batch never queues behind a busy writer, it is
+        # journaled instead.
+        self._inboxes: dict[str, queue.Queue[Batch | None]] = {f"writer{i}": queue.Queue() for i in range(self.writers)}
+        self._offers: dict[str, queue.Queue[Batch | None]] = {}
+        self._offers_lock = threading.Lock()
         self._retry = Backoff(0.5, 30.0)
         self._closing = threading.Event()
         self.last_write_ok: float | None = None  # monotonic
 
     def start(self) -> None:
-        """Start the writer threads."""
+        """Start the journal and the writer threads."""
+        self.sup.spawn("journal", self._journal)
         for i in range(self.writers):
-            self.sup.spawn(f"writer{i}", lambda i=i: self._writer(f"writer{i}"))
+            self.sup.spawn(f"writer{i}", functools.partial(self._writer, f"writer{i}"))
 
     def put(self, batch: Batch) -> None:
         """Hand a batch over (blocks only when :data:`QUEUE_BATCHES` wait)."""
         self.queue.put(batch)
 
     def close(self) -> None:
-        """Ask every writer to finish once the batches queued so far are durable."""
+        """Ask the journal and the writers to finish once the batches queued so far are durable."""
         self._closing.set()
-        for _ in range(self.writers):
-            self.queue.put(None)
+        self.queue.put(None)
 
-    # -- writer threads --------------------------------------------------------------------
+    def lag_s(self) -> float:
+        """Seconds the oldest journaled batch has waited for the store (0: it keeps up)."""
+        return self.spool.lag_s()
+
+    # -- journal thread ----------------------------------------------------------------------
+    def _journal(self) -> None:
+        while True:
+            self.sup.beat("journal")
+            try:
+                first = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            group: list[Batch | None] = [first]
+            while group[-1] is not None and len(group) < JOURNAL_GROUP:
+                try:
+                    group.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            spool: list[Batch] = []
+            for batch in group:
+                if batch is None:
+                    continue
+                if not batch.points:
+                    spool.append(batch)  # acknowledgements only: nothing to write, durable as it is
+                elif not self._to_idle_writer(batch):
+                    spool.append(batch)
+            # False: stopping with a full spool — those messages stay unacknowledged.
+            if (spool and not self._journaled(spool)) or group[-1] is None:
+                for inbox in self._inboxes.values():
+                    inbox.put(None)
+                return
+
+    def _to_idle_writer(self, batch: Batch) -> bool:
+        """Hand a batch to a writer waiting idle — only while nothing waits in the spool, which
+        the writers replay first: False, journal it."""
+        with self._offers_lock:
+            if not self._offers or len(self.spool) or self._yielding():
+                return False
+            _, inbox = self._offers.popitem()
+            inbox.put(batch)
+            return True
+
+    def _journaled(self, batches: list[Batch]) -> bool:
+        """Append batches to the spool in one transaction, waiting at its bound; then report them
+        durable. False only if stopping while the spool is full."""
+        with_points = [b for b in batches if b.points]
+        bodies = [encode_points(b.points) for b in with_points]
+        try:
+            self.spool.append_many(bodies, POINTS_JSON)
+        except SpoolFull:
+            # Near the bound: one at a time, each as soon as it fits (the writers make room).
+            for body in bodies:
+                while True:
+                    try:
+                        self.spool.append(body, POINTS_JSON)
+                        break
+                    except SpoolFull as e:
+                        # Documented bound: stop acknowledging; the broker keeps the backlog.
+                        self.sup.degraded(SPOOL_FULL, f"{e}: acknowledgements wait, the broker holds the backlog")
+                        if self._closing.is_set():
+                            return False  # the batches journaled so far are acked on the next start's replay
+                        self.sup.beat("journal")
+                        time.sleep(0.5)
+        if bodies:
+            self.sup.recovered(SPOOL_FULL)
+            self._count("spooled_batches", len(bodies))
+            m.BATCHES_SPOOLED.inc(len(bodies))
+            self._spool_gauges()
+        for batch in batches:
+            self._on_durable(batch)
+        return True
+
+    # -- writer threads ----------------------------------------------------------------------
     def _writer(self, stage: str) -> None:
+        inbox = self._inboxes[stage]
         while True:
             self.sup.beat(stage)
+            with self._offers_lock:
+                self._offers[stage] = inbox  # idle: the journal may hand this writer a batch
             try:
-                batch = self.queue.get(timeout=0.5)
+                batch = inbox.get(timeout=0.1 if len(self.spool) else 0.5)
             except queue.Empty:
-                self._drain_spool()
-                continue
+                with self._offers_lock:
+                    withdrawn = self._offers.pop(stage, None) is not None
+                if withdrawn:  # nothing came: replay the spool instead
+                    self._drain_spool(stage)
+                    continue
+                batch = inbox.get()  # the journal took the offer: its batch is on the way
             if batch is None:
-                self._drain_spool()
+                self._drain_spool(stage)
                 return
-            self._drain_spool()
             if not self._store(batch, stage):
                 return  # stopping with a full spool: leave those messages unacked
             self._on_durable(batch)
 
     def _store(self, batch: Batch, stage: str) -> bool:
         """Put a batch somewhere durable; False only if stopping while the spool is full."""
-        if not batch.points:
-            return True
         body: bytes | None = None
         while True:
             if not len(self.spool) and self._retry.ready(time.monotonic()) and self._write(batch):
@@ -116,13 +229,12 @@ class TelemetrySink:
                 self._spool_gauges()
                 return True
             except SpoolFull as e:
-                # Documented bound: stop acknowledging; the broker keeps the backlog.
                 self.sup.degraded(SPOOL_FULL, f"{e}: acknowledgements wait, the broker holds the backlog")
                 if self._closing.is_set():
                     return False
                 self.sup.beat(stage)
                 time.sleep(0.5)
-                self._drain_spool()
+                self._drain_spool(stage)
 
     def _write(self, batch: Batch) -> bool:
         """Write straight to the store; False (and the outage noted) when it is unavailable."""
@@ -130,49 +242,88 @@ class TelemetrySink:
         try:
             refused = self._rejected(self.telemetry.write_encoded(self.telemetry.encode(batch.points)))
         except TelemetryUnavailable as e:
-            self.sup.degraded(TELEMETRY_DOWN, f"telemetry store unavailable, spooling: {e}"[:300])
-            self._retry.failed(time.monotonic())
+            self._unavailable(e)
             return False
         batch.records = max(batch.records, refused)  # their dead letters: durable before the ack
         m.WRITE_SECONDS.observe(time.monotonic() - t0)
         self._written(len(batch.points))
         return True
 
-    def _drain_spool(self) -> None:
-        if not len(self.spool) or not self._drain_lock.acquire(blocking=False):
-            return  # nothing spooled, or another writer is replaying it
-        try:
-            self._replay()
-        finally:
-            self._drain_lock.release()
-
-    def _replay(self) -> None:
-        while len(self.spool) and self._retry.ready(time.monotonic()):
-            item = self.spool.peek()
-            if item is None:
-                return
-            batch_id, body, encoding = item
-            n = body.count(b"\n") + 1
+    def _drain_spool(self, stage: str) -> None:
+        """Replay the spool while the store takes it; another writer may replay beside this one
+        (each claims its own batches)."""
+        while len(self.spool) and self._retry.ready(time.monotonic()) and not self._yielding():
+            self.sup.beat(stage)
+            rows = self._claim()
+            if not rows:
+                return  # the other writer holds what is left
+            t0 = time.monotonic()
             try:
-                if encoding == getattr(self.telemetry, "encoding", None) and encoding != POINTS_JSON:
-                    self._rejected(self.telemetry.write_encoded(body))
-                elif encoding == POINTS_JSON:
-                    points = decode_points(body)
-                    n = len(points)
-                    self._rejected(self.telemetry.write_encoded(self.telemetry.encode(points)))
-                else:  # an old spool in another store's encoding: kept as a dead letter, not lost
-                    store = type(self.telemetry).__name__
-                    self._rejected([(body, f"spooled as {encoding}, which {store} cannot read")])
+                n = self._replay(rows)
             except TelemetryUnavailable as e:
-                self._retry.failed(time.monotonic())
-                self.sup.degraded(TELEMETRY_DOWN, f"telemetry store unavailable, spooling: {e}"[:300])
+                self.spool.release([r[0] for r in rows])
+                self._unavailable(e)
                 return
-            self.spool.remove(batch_id)
-            self._count("replayed_batches", 1)
+            except BaseException:
+                self.spool.release([r[0] for r in rows])
+                raise
+            self.spool.remove([r[0] for r in rows])
+            m.WRITE_SECONDS.observe(time.monotonic() - t0)
+            self._count("replayed_batches", len(rows))
             self._written(n)
             self._spool_gauges()
         if not len(self.spool):
             self.sup.recovered(SPOOL_FULL)
+
+    def _yielding(self) -> bool:
+        """Telemetry steps aside while the pipeline is behind — rules and alarms get the CPU (and
+        the GIL) — but only while the spool has room: past half its bound the writers write
+        whatever the pipeline does, so the bound is never reached while the store could take it."""
+        return self.spool.bytes < self.spool.max_bytes // 2 and self._behind()
+
+    def _claim(self) -> list[tuple[int, bytes, str]]:
+        """The oldest unclaimed batches, as many as make one write of about
+        :data:`REPLAY_LINES_FACTOR` × ``batch_max_lines`` points (journaled batches are often
+        small: cut by age while the store lagged). JSON rows are counted by their item separators
+        — an estimate, good enough for a size limit."""
+        rows: list[tuple[int, bytes, str]] = []
+        lines = 0
+        while len(rows) < REPLAY_MERGE and lines < REPLAY_LINES_FACTOR * self.settings.batch_max_lines:
+            got = self.spool.claim(1)
+            if not got:
+                break
+            rows += got
+            lines += got[0][1].count(b"\n") + 1 if got[0][2] != POINTS_JSON else got[0][1].count(b'],["') + 1
+        return rows
+
+    def _replay(self, rows: Sequence[tuple[int, bytes, str]]) -> int:
+        """Write claimed spool rows: store-neutral ones merged into one write, rows in the store's
+        own encoding as they are, others (another store's) as dead letters. The points written."""
+        ours = getattr(self.telemetry, "encoding", None)
+        points: list[Point] = []
+        native: list[bytes] = []
+        foreign: list[tuple[bytes, str]] = []
+        for _, body, encoding in rows:
+            if encoding == POINTS_JSON:
+                points += decode_points(body)
+            elif encoding == ours:
+                native.append(body)
+            else:  # an old spool in another store's encoding: kept as a dead letter, not lost
+                foreign.append((body, f"spooled as {encoding}, which {type(self.telemetry).__name__} cannot read"))
+        n = len(points)
+        if points:
+            self._rejected(self.telemetry.write_encoded(self.telemetry.encode(points)))
+        if native:
+            body = b"\n".join(native)
+            n += body.count(b"\n") + 1
+            self._rejected(self.telemetry.write_encoded(body))
+        if foreign:
+            self._rejected(foreign)
+        return n
+
+    def _unavailable(self, e: TelemetryUnavailable) -> None:
+        self.sup.degraded(TELEMETRY_DOWN, f"telemetry store unavailable, spooling: {e}"[:300])
+        self._retry.failed(time.monotonic())
 
     def _written(self, n: int) -> None:
         self._count("points_written", n)
@@ -190,3 +341,4 @@ class TelemetrySink:
     def _spool_gauges(self) -> None:
         m.SPOOL_BATCHES.set(len(self.spool))
         m.SPOOL_BYTES.set(self.spool.bytes)
+        m.TELEMETRY_LAG.set(self.spool.lag_s())

@@ -40,9 +40,10 @@ from semon.store import open_telemetry
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
 from semon.store.telemetry_sqlite import SqliteTelemetryStore
-from tests.helpers import AlarmListener, elevator_payload, small_registry, wait_until
+from tests.helpers import AlarmListener, elevator_payload, publish_all, small_registry, wait_until
 from tests.private_pg import PrivatePostgres
 from tests.services import REPO, Influx, Mosquitto
+from tests.slow_proxy import SlowProxy
 
 pytestmark = pytest.mark.services
 
@@ -211,6 +212,22 @@ def world(mosquitto: Mosquitto, influx: Influx, private_pg: PrivatePostgres, tmp
     db.dispose()
 
 
+def burst(s: Settings, device: str, n: int) -> None:
+    """A terminal's backlog: ``n`` statuses (seq 1…n, a minute old) published as fast as the broker
+    takes them."""
+    host, port = s.mqtt_endpoint()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{device}", protocol=mqtt.MQTTv311)
+    pub.max_inflight_messages_set(1000)
+    pub.connect(host, port)
+    pub.loop_start()
+    t0 = int(time.time() * 1000) - 60_000
+    infos = [pub.publish(EL.format(device), elevator_payload(t0 + i, i, floor=i % 20), qos=1) for i in range(1, n + 1)]
+    for i in infos:
+        i.wait_for_publish(60)
+    pub.disconnect()
+    pub.loop_stop()
+
+
 # -- the cases ------------------------------------------------------------------------------------
 def test_postgres_down_60s_alarm_published_at_once_and_stored_when_back(world: dict[str, Any]):
     mq, ix, pg, db = world["mq"], world["ix"], world["pg"], world["db"]
@@ -284,6 +301,47 @@ def test_a_partition_owner_keeps_its_devices_alarmed_through_a_postgres_outage(w
         health.close()
 
 
+def test_influx_slow_alarms_do_not_wait_for_telemetry(world: dict[str, Any]):
+    """InfluxDB up but slow (~600 lines/s per writer): messages are journaled and acknowledged
+    at the rate they arrive, so an overshoot reported behind a 40,000-message backlog is alarmed
+    at once and the whole backlog is acknowledged while InfluxDB has only part of it; the lag
+    shows in /health (degraded, never 503), the journal drains into InfluxDB afterwards, nothing
+    is lost. (Acknowledged only once in InfluxDB, ~25,000 messages would wait unacknowledged in
+    the collector's memory and the broker's session instead.)"""
+    mq, ix, pg, db = world["mq"], world["ix"], world["pg"], world["db"]
+    proxy = SlowProxy(ix.http_port, bytes_per_s=6_000)  # gzip: ~10 bytes a line; 40,000 lines ≥ 30 s
+    s = settings_for(
+        mq, ix, pg.url, world["tmp"] / "data", influx_url=proxy.url, influx_timeout_s=30.0, batch_max_lines=1000,
+        telemetry_lag_degraded_s=3.0,
+    )  # fmt: skip
+    col = Collector(s, db, open_telemetry(s))
+    health = Health(col)
+    col.start()
+    listener = AlarmListener(s)
+    try:
+        assert col.connected.wait(10)
+        health.wait(200, "", 20)
+        burst(s, "E2", 40_000)
+        sent = time.time()
+        publish_all(s, [(EL.format("E1"), elevator_payload(int(sent * 1000), 1, floor=25, running=True, speed=1.0))])
+        wait_until(lambda: listener.raised("E1", "overshoot_top"), 30, "overshoot alarm on E1")
+        late = listener.raised("E1", "overshoot_top")[0][0] - sent
+        assert late <= LATENCY_BOUND_S, f"alarm {late:.1f} s after the report, behind telemetry"
+        # Acknowledged from the journal at the rate they came, long before InfluxDB has them.
+        wait_until(lambda: col.stats["acked"] >= 40_001, 30, "the backlog acknowledged")
+        assert col.stats["points_written"] < 40_000 and col.stats["spooled_batches"] > 0
+        health.wait(200, "behind intake", 30)
+        publish_all(s, [(EL.format("E1"), elevator_payload(int(time.time() * 1000), 2))])
+        assert_nothing_lost(influx_seqs(ix), {"E1": 2, "E2": 40_000})
+        wait_until(lambda: health.get() == (200, "") and len(col.spool) == 0, 30, "journal drained, /health ok")
+        assert len(listener.raised("E1", "overshoot_top")) == 1
+    finally:
+        listener.close()
+        col.stop()
+        health.close()
+        proxy.close()
+
+
 def test_influx_down_with_the_spool_at_its_bound_alarms_flow(world: dict[str, Any]):
     mq, ix, pg, db = world["mq"], world["ix"], world["pg"], world["db"]
     s = settings_for(mq, ix, pg.url, world["tmp"] / "data", spool_max_bytes=1 << 20)
@@ -298,18 +356,7 @@ def test_influx_down_with_the_spool_at_its_bound_alarms_flow(world: dict[str, An
         assert col.connected.wait(10)
         health.wait(200, "", 20)
         ix.stop()
-        # A burst from another terminal fills the 1 MiB spool.
-        host, port = s.mqtt_endpoint()
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="burst", protocol=mqtt.MQTTv311)
-        pub.max_inflight_messages_set(1000)
-        pub.connect(host, port)
-        pub.loop_start()
-        t0 = int(time.time() * 1000) - 60_000
-        infos = [pub.publish(EL.format("E2"), elevator_payload(t0 + i, i, floor=i % 20), qos=1) for i in range(1, 6001)]
-        for i in infos:
-            i.wait_for_publish(30)
-        pub.disconnect()
-        pub.loop_stop()
+        burst(s, "E2", 6000)  # another terminal's backlog fills the 1 MiB spool
         health.wait(503, "spool holds", 60)
         feeder.trap("E1")
         assert_alarm_in_time(listener, feeder, "E1")
