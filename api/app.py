@@ -82,7 +82,7 @@ TAGS = [
 
 def operation_id(route: APIRoute) -> str:
     """Operation ids are the route functions' names (``list_keys``), not FastAPI's generated
-    ``list__keys_get``: what client generators and Swagger show. Unique (tests/test_api_docs.py)."""
+    ``list__keys_get``: what client generators and Swagger show. Unique (tests/api/test_api_docs.py)."""
     return route.name
 
 

@@ -37,7 +37,7 @@ from semon.rules.rescue.service import (
 )
 from semon.store.access import Principal
 from semon.store.models import Device
-from semon.store.notify_models import Rescue
+from semon.store.rescue import Rescue
 from semon.timeutil import TimeParseError, as_utc, from_ms, parse_time, utc_now
 
 router = APIRouter(prefix="/rescues", tags=["rescues"])

@@ -5,7 +5,7 @@ severities, modes, causes, districts, problem titles, and of the alarm types no 
 raises — terminal codes, the offline timer, the canary, maintenance compliance) plus the names
 the rule catalog gives its rules (``name_zh`` / ``name_en`` in rules/data/catalog.toml). The
 console, problem details and the channels' message texts (semon.notify.texts) all read here.
-tests/test_i18n.py checks that both languages are complete and each name has one home.
+tests/platform/test_i18n.py checks that both languages are complete and each name has one home.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Every query is **InfluxQL** on the v1-compatible API, so the boards work on Infl
 (DBRP mapping) and 3.x alike — no Flux. Only functions InfluxDB 3 implements are used
 (``last``, ``count``, ``mean``, ``max``, ``elapsed``, ``difference``, subqueries, ``SHOW TAG
 VALUES``; no ``SHOW SERIES``, ``SAMPLE``, ``INTEGRAL``, ``SLIMIT``). The measurements and the
-fields the boards read are listed in docs/boards.md; ``tests/test_dashboards.py`` runs every
+fields the boards read are listed in docs/boards.md; ``tests/dashboards/test_dashboards.py`` runs every
 query below against a real InfluxDB filled by the simulator through the collector.
 
 Conventions the queries rely on (docs/boards.md, "What the boards read"):

@@ -44,7 +44,7 @@ from semon.ingest.seq_gaps import MESSAGE_LOSS
 from semon.ingest.source import BROKER_DOWN, JETSTREAM_DOWN, AckGate, MqttSource
 from semon.ingest.spool import Spool
 from semon.ingest.supervision import Supervisor
-from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, YIELD_AT_BURSTS, TelemetrySink
+from semon.ingest.telemetry_sink import SPOOL_FULL, TELEMETRY_DOWN, TelemetrySink
 from semon.notify.canary import PLATFORM_DEVICE
 from semon.rules.catalog import Catalog
 from semon.rules.engine import RuleEngine
@@ -131,9 +131,8 @@ class Collector:
         self.dead_by_reason = self.dead.by_reason
         self.spool = Spool(settings.spool_path, settings.spool_max_bytes)
         self.telemetry_sink = TelemetrySink(
-            settings, telemetry, self.spool, self.sup, self._count, self._acknowledge, self._refused_by_store,
-            behind=lambda: self.source.inbox.qsize() > YIELD_AT_BURSTS,
-        )  # fmt: skip
+            settings, telemetry, self.spool, self.sup, self._count, self._acknowledge, self._refused_by_store
+        )
         self.alarm_sink = AlarmSink(
             settings, db, self.source, self.registry, self.sup, self._count, self.dead, self.telemetry_sink.put,
             lambda device_id, alarm_type: self.pipeline.manual_clears.put((device_id, alarm_type)),

@@ -13,7 +13,7 @@ subclass changes only how bytes reach paho's own packet parser:
 * :meth:`FastClient.ack_many` queues the PUBACKs of a whole batch as one write.
 
 Everything else — connect, session, keep-alive, reconnect, publish, QoS bookkeeping — is paho.
-A test (tests/test_mqtt_client.py) runs this against real Mosquitto, including packets split
+A test (tests/ingest/test_mqtt_client.py) runs this against real Mosquitto, including packets split
 across reads and a broker restart.
 """
 

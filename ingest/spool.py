@@ -7,11 +7,14 @@ messages arrive while the store is slower (docs/benchmarks.md, "Alarms first"). 
 the oldest unclaimed batches, write them and remove them; a failed write releases its claim, so
 two writers can replay at once without taking the same batch twice.
 
-Each batch records its encoding: the collector spools the store-neutral one, so a spool written
-while InfluxDB was down replays into whatever store the collector has after a restart. Rows of
-a spool from before the column existed have none; :meth:`Spool.claim` tells them by their first
-byte (a JSON array, or line protocol). ``at`` is the wall time a batch was journaled: the age
-of the oldest one is how far the store is behind intake (``/health``, ``semon_telemetry_lag_seconds``).
+Each batch records its encoding — the store's own (line protocol for InfluxDB), so replaying
+sends bytes and costs no re-encoding — and the collector can read every encoding it writes back
+into points (``telemetry_sink.DECODERS``), so a spool written for InfluxDB replays into whatever
+store the collector has after a restart. Rows of a spool from before the column existed have
+none; :meth:`Spool.claim` tells them by their first byte (a JSON array, or line protocol).
+
+``at`` is the wall time a batch was journaled: the age of the oldest one is how far the store
+is behind intake (``/health``, ``semon_telemetry_lag_seconds``).
 """
 
 from __future__ import annotations

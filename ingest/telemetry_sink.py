@@ -10,11 +10,14 @@ writes) write the batches handed to them and, whenever they are not given one, r
 spool oldest first, merging small batches into writes of up to ``batch_max_lines`` points. The
 spool is the same one that holds batches while the store is down, so "slow" and "down" take
 one path; its bound is the back-pressure point (the journal waits, acknowledgements stop, the
-broker holds the backlog) while the pipeline and the alarm sink go on. While the pipeline has
-a backlog of its own (more than :data:`YIELD_AT_BURSTS` bursts waiting), the writers do not
-write at all — up to half the spool's bound — so that on a saturated machine the CPU goes to
-rules and alarms first and telemetry catches up afterwards. How far the store is behind is the
-age of the oldest spooled batch (``/health``, ``semon_telemetry_lag_seconds``).
+broker holds the backlog) while the pipeline and the alarm sink go on. How far the store is
+behind is the age of the oldest spooled batch (``/health``, ``semon_telemetry_lag_seconds``).
+
+The journal does not make a CPU-bound pipeline faster: when the machine cannot decode and
+evaluate what arrives, messages wait in the broker and the inbox, alarms with them
+(docs/benchmarks.md, "Alarms first"). Pausing the writers while the pipeline had a backlog was
+measured and dropped: it moved CPU from telemetry to rules only while the spool grew, and cost
+more than it gained near the sustained rate.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from semon.config import Settings
 from semon.ingest.handover import Batch
 from semon.ingest.spool import Spool, SpoolFull
 from semon.ingest.supervision import Backoff, Supervisor
+from semon.store.influx import INFLUX_LINES, decode_lines
 from semon.store.telemetry import (
     POINTS_JSON,
     Point,
@@ -59,9 +63,9 @@ JOURNAL_GROUP = 64
 REPLAY_MERGE = 16
 REPLAY_LINES_FACTOR = 2
 
-# The pipeline counts as behind with more network reads than this waiting in its inbox (one read
-# is up to a few hundred messages; a pipeline that keeps up has a handful at most).
-YIELD_AT_BURSTS = 50
+# How to read a spooled batch back into points, per encoding: a journal written for one store
+# replays into another after a restart (InfluxDB → the embedded SQLite store, say).
+DECODERS: dict[str, Callable[[bytes], list[Point]]] = {POINTS_JSON: decode_points, INFLUX_LINES: decode_lines}
 
 TELEMETRY_DOWN = "telemetry_store"
 SPOOL_FULL = "spool_full"
@@ -80,12 +84,8 @@ class TelemetrySink:
         count: Callable[[str, int], None],
         on_durable: Callable[[Batch], None],
         on_rejected: Callable[[list[tuple[bytes, str]]], int],
-        behind: Callable[[], bool] = lambda: False,
     ) -> None:
-        """``behind``: whether the pipeline has a backlog; while it has, the writers leave the CPU
-        to it (alarms first) and telemetry waits in the journal — up to half the spool's bound."""
         self.settings = settings
-        self._behind = behind
         self.telemetry = telemetry
         self.spool = spool
         self.sup = sup
@@ -100,6 +100,7 @@ class TelemetrySink:
         self._inboxes: dict[str, queue.Queue[Batch | None]] = {f"writer{i}": queue.Queue() for i in range(self.writers)}
         self._offers: dict[str, queue.Queue[Batch | None]] = {}
         self._offers_lock = threading.Lock()
+        self._encoding: str = getattr(telemetry, "encoding", POINTS_JSON)
         self._retry = Backoff(0.5, 30.0)
         self._closing = threading.Event()
         self.last_write_ok: float | None = None  # monotonic
@@ -155,7 +156,7 @@ class TelemetrySink:
         """Hand a batch to a writer waiting idle — only while nothing waits in the spool, which
         the writers replay first: False, journal it."""
         with self._offers_lock:
-            if not self._offers or len(self.spool) or self._yielding():
+            if not self._offers or len(self.spool):
                 return False
             _, inbox = self._offers.popitem()
             inbox.put(batch)
@@ -164,22 +165,25 @@ class TelemetrySink:
     def _journaled(self, batches: list[Batch]) -> bool:
         """Append batches to the spool in one transaction, waiting at its bound; then report them
         durable. False only if stopping while the spool is full."""
-        with_points = [b for b in batches if b.points]
-        bodies = [encode_points(b.points) for b in with_points]
+        # In the store's own encoding: encoded once, here, as a direct write would be — the
+        # replay then only sends bytes (line protocol for InfluxDB), so journaling costs the CPU
+        # no more than writing at once.
+        encoding = self._encoding
+        bodies = [self._encode(b.points) for b in batches if b.points]
         try:
-            self.spool.append_many(bodies, POINTS_JSON)
+            self.spool.append_many(bodies, encoding)
         except SpoolFull:
             # Near the bound: one at a time, each as soon as it fits (the writers make room).
             for body in bodies:
                 while True:
                     try:
-                        self.spool.append(body, POINTS_JSON)
+                        self.spool.append(body, encoding)
                         break
                     except SpoolFull as e:
                         # Documented bound: stop acknowledging; the broker keeps the backlog.
                         self.sup.degraded(SPOOL_FULL, f"{e}: acknowledgements wait, the broker holds the backlog")
                         if self._closing.is_set():
-                            return False  # the batches journaled so far are acked on the next start's replay
+                            return False  # unacked: the broker redelivers (what is spooled is an overwrite)
                         self.sup.beat("journal")
                         time.sleep(0.5)
         if bodies:
@@ -216,13 +220,12 @@ class TelemetrySink:
 
     def _store(self, batch: Batch, stage: str) -> bool:
         """Put a batch somewhere durable; False only if stopping while the spool is full."""
-        body: bytes | None = None
+        body = self._encode(batch.points)
         while True:
-            if not len(self.spool) and self._retry.ready(time.monotonic()) and self._write(batch):
+            if not len(self.spool) and self._retry.ready(time.monotonic()) and self._write(batch, body):
                 return True
-            body = body or encode_points(batch.points)
             try:
-                self.spool.append(body, POINTS_JSON)
+                self.spool.append(body, self._encoding)
                 self.sup.recovered(SPOOL_FULL)
                 self._count("spooled_batches", 1)
                 m.BATCHES_SPOOLED.inc()
@@ -236,11 +239,15 @@ class TelemetrySink:
                 time.sleep(0.5)
                 self._drain_spool(stage)
 
-    def _write(self, batch: Batch) -> bool:
+    def _encode(self, points: Sequence[Point]) -> bytes:
+        """A batch in the store's own encoding: what a write sends and what the journal keeps."""
+        return encode_points(points) if self._encoding == POINTS_JSON else self.telemetry.encode(points)
+
+    def _write(self, batch: Batch, body: bytes) -> bool:
         """Write straight to the store; False (and the outage noted) when it is unavailable."""
         t0 = time.monotonic()
         try:
-            refused = self._rejected(self.telemetry.write_encoded(self.telemetry.encode(batch.points)))
+            refused = self._rejected(self.telemetry.write_encoded(body))
         except TelemetryUnavailable as e:
             self._unavailable(e)
             return False
@@ -252,7 +259,7 @@ class TelemetrySink:
     def _drain_spool(self, stage: str) -> None:
         """Replay the spool while the store takes it; another writer may replay beside this one
         (each claims its own batches)."""
-        while len(self.spool) and self._retry.ready(time.monotonic()) and not self._yielding():
+        while len(self.spool) and self._retry.ready(time.monotonic()):
             self.sup.beat(stage)
             rows = self._claim()
             if not rows:
@@ -275,12 +282,6 @@ class TelemetrySink:
         if not len(self.spool):
             self.sup.recovered(SPOOL_FULL)
 
-    def _yielding(self) -> bool:
-        """Telemetry steps aside while the pipeline is behind — rules and alarms get the CPU (and
-        the GIL) — but only while the spool has room: past half its bound the writers write
-        whatever the pipeline does, so the bound is never reached while the store could take it."""
-        return self.spool.bytes < self.spool.max_bytes // 2 and self._behind()
-
     def _claim(self) -> list[tuple[int, bytes, str]]:
         """The oldest unclaimed batches, as many as make one write of about
         :data:`REPLAY_LINES_FACTOR` × ``batch_max_lines`` points (journaled batches are often
@@ -297,23 +298,28 @@ class TelemetrySink:
         return rows
 
     def _replay(self, rows: Sequence[tuple[int, bytes, str]]) -> int:
-        """Write claimed spool rows: store-neutral ones merged into one write, rows in the store's
-        own encoding as they are, others (another store's) as dead letters. The points written."""
-        ours = getattr(self.telemetry, "encoding", None)
+        """Write claimed spool rows: those in the store's own encoding as they are (merged into
+        one write where the encoding concatenates), another store's decoded and re-encoded, an
+        unknown encoding as dead letters. The points written."""
+        ours = self._encoding
         points: list[Point] = []
         native: list[bytes] = []
         foreign: list[tuple[bytes, str]] = []
         for _, body, encoding in rows:
-            if encoding == POINTS_JSON:
-                points += decode_points(body)
-            elif encoding == ours:
+            if encoding == ours:
                 native.append(body)
-            else:  # an old spool in another store's encoding: kept as a dead letter, not lost
+            elif (decode := DECODERS.get(encoding)) is not None:  # spooled for another store (a
+                points += decode(body)  # restart on another store): re-encoded for this one
+            else:  # an encoding nothing here reads: a dead letter, not lost
                 foreign.append((body, f"spooled as {encoding}, which {type(self.telemetry).__name__} cannot read"))
         n = len(points)
         if points:
             self._rejected(self.telemetry.write_encoded(self.telemetry.encode(points)))
-        if native:
+        if ours == POINTS_JSON:  # JSON arrays do not concatenate: one write each (a local store)
+            for body in native:
+                n += len(decode_points(body))
+                self._rejected(self.telemetry.write_encoded(body))
+        elif native:
             body = b"\n".join(native)
             n += body.count(b"\n") + 1
             self._rejected(self.telemetry.write_encoded(body))

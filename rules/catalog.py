@@ -75,7 +75,7 @@ class RuleDef(BaseModel):
     id: str
     kind: Literal["elevator", "vessel"]
     alarm_type: str
-    # The alarm type's name for people (the console; tests/test_i18n.py wants both).
+    # The alarm type's name for people (the console; tests/platform/test_i18n.py wants both).
     name_zh: str = ""
     name_en: str = ""
     levels: list[Level] = Field(min_length=1)

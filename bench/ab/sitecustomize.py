@@ -5,7 +5,7 @@
 
 Python imports ``sitecustomize`` at start-up from the path; every process the harness starts
 (collectors, load generator) inherits the environment, so the whole run uses the modules in
-``SEMON_AB_DIR`` (collector, decode, spool, MQTT client, InfluxDB encoder, CLI — those present).
+``SEMON_AB_DIR`` (the collector's stages, decoder, spool, MQTT client, InfluxDB encoder, CLI — those present).
 Without ``SEMON_AB_DIR`` this does nothing.
 """
 
@@ -30,11 +30,18 @@ if _DIR and os.path.isdir(_DIR):
     import semon.ingest
     import semon.store  # noqa: F401
 
+    # Dependencies before their users: each module is bound as it is loaded.
     for _name, _file in (
         ("semon.store.influx", "influx.py"),
+        ("semon.ingest.handover", "handover.py"),
+        ("semon.ingest.supervision", "supervision.py"),
         ("semon.ingest.spool", "spool.py"),
+        ("semon.ingest.telemetry_sink", "telemetry_sink.py"),
         ("semon.ingest.mqtt_client", "mqtt_client.py"),
         ("semon.ingest.decode", "decode.py"),
+        ("semon.ingest.source", "source.py"),
+        ("semon.ingest.alarm_sink", "alarm_sink.py"),
+        ("semon.ingest.pipeline", "pipeline.py"),
         ("semon.ingest.collector", "collector.py"),
         ("semon.cli", "cli.py"),
     ):

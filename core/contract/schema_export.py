@@ -9,7 +9,7 @@ small schemas are written here by hand.
 
 Run ``python -m semon.contract.schema_export [DIR]`` (default: the ``schemas/`` folder beside
 this file) after changing a model; ``--check`` only compares and exits 1 when a file is stale.
-``tests/test_contract_schemas.py`` fails when the committed files differ from fresh output.
+``tests/platform/test_contract_schemas.py`` fails when the committed files differ from fresh output.
 """
 
 from __future__ import annotations

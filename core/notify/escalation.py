@@ -28,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from semon.config import Settings
 from semon.store.db import Database
 from semon.store.models import Alarm, AlarmEvent
-from semon.store.notify_models import Escalation, Rescue
+from semon.store.notify_models import Escalation
+from semon.store.rescue import Rescue
 from semon.timeutil import as_utc, to_ms, utc_now
 
 log = logging.getLogger(__name__)

@@ -174,6 +174,88 @@ def quote_str(value: str) -> str:
 INFLUX_LINES = "influx-lines"
 
 
+def _split(text: str, sep: str, limit: int = -1) -> list[str]:
+    """``text`` split at each ``sep`` no backslash escapes (escapes kept)."""
+    out, start, i, n = [], 0, 0, len(text)
+    while i < n and limit != 0:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == sep:
+            out.append(text[start:i])
+            start = i + 1
+            limit -= 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
+def _unescape(text: str) -> str:
+    # Only ``,``, `` `` and ``=`` are escaped in names and tags; any other backslash is itself.
+    return text.replace("\\,", ",").replace("\\ ", " ").replace("\\=", "=") if "\\" in text else text
+
+
+def _value(raw: str) -> FieldValue:
+    if raw.startswith('"'):
+        return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if raw in ("true", "false"):
+        return raw == "true"
+    if raw.endswith("i"):
+        return int(raw[:-1])
+    return float(raw)
+
+
+def decode_lines(body: bytes) -> list[Point]:
+    """The points of a body :func:`encode_lines` wrote (the inverse, for a spool written for
+    InfluxDB that is replayed into another store). Raises ValueError on anything else."""
+    points = []
+    for line in body.decode().split("\n"):
+        if not line:
+            continue
+        series, i = _series_end(line)
+        fields_part, _, ts = line[i + 1 :].rpartition(" ")
+        name, *tag_parts = _split(series, ",")
+        tags = {_unescape(k): _unescape(v) for k, v in (_split(t, "=", 1) for t in tag_parts)}
+        fields: dict[str, FieldValue] = {}
+        for pair in _field_pairs(fields_part):
+            k, v = _split(pair, "=", 1)
+            fields[_unescape(k)] = _value(v)
+        points.append(Point(_unescape(name), tags, fields, int(ts), tags.get("device_id", "")))
+    return points
+
+
+def _series_end(line: str) -> tuple[str, int]:
+    """The measurement-and-tags part of a line, and the index of the space after it."""
+    i = 0
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == " ":
+            return line[:i], i
+        i += 1
+    raise ValueError(f"not a line-protocol line: {line[:80]!r}")
+
+
+def _field_pairs(text: str) -> list[str]:
+    """``k=v,k="a,b"`` → its pairs: commas inside a quoted string value do not split."""
+    out, start, i, quoted = [], 0, 0, False
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted:
+            out.append(text[start:i])
+            start = i + 1
+        i += 1
+    out.append(text[start:])
+    return out
+
+
 class InfluxError(RuntimeError):
     """InfluxDB answered a query with an error."""
 

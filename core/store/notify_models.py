@@ -1,9 +1,9 @@
 """Tables of alert delivery (docs/alerts.md): webhook subscriptions, the delivery outbox, the
-dispatcher's scan watermark, escalations, and trapped-passenger rescues.
+dispatcher's scan watermark and escalations (rescues: :mod:`semon.store.rescue`).
 
 Kept apart from ``models.py`` (same ``Base``) so the notification feature owns its schema. The
 source of truth stays ``alarm_events``: every delivery row points at the transition it carries,
-and every escalation and rescue step is itself an ``alarm_events`` row.
+and every escalation step is itself an ``alarm_events`` row.
 """
 
 from __future__ import annotations
@@ -116,32 +116,3 @@ class Escalation(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("alarm_id", "reason", "level", name="uq_escalations_alarm_reason_level"),)
-
-
-class Rescue(Base):
-    """A trapped-passenger rescue (困梯救援): alarm → dispatched → arrived → released."""
-
-    __tablename__ = "rescues"
-    id: Mapped[int] = mapped_column(_ID, primary_key=True)
-    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), unique=True)
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
-    # The firm responsible when the entrapment happened (KPIs group by it).
-    firm_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), doc="open | dispatched | arrived | released")
-    alarm_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    # Guangzhou 96333 tiers: own_firm | rescue_station | fire_service.
-    tier: Mapped[str | None] = mapped_column(String(16))
-    responder: Mapped[str | None] = mapped_column(String(100))
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    dispatched_by: Mapped[str | None] = mapped_column(String(64))
-    arrived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    arrived_by: Mapped[str | None] = mapped_column(String(64))
-    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    released_by: Mapped[str | None] = mapped_column(String(64))
-    # external | misuse | equipment | unknown (recorded at release).
-    cause: Mapped[str | None] = mapped_column(String(16))
-    arrival_breached: Mapped[bool] = mapped_column(Boolean, default=False)
-    breach_escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    notes: Mapped[list] = mapped_column(JSON, default=list)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

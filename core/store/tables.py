@@ -6,9 +6,9 @@ module imports them all, so nothing else has to import a module for its side eff
 
 from __future__ import annotations
 
-from semon.store import hazards, maintenance, models, notify_models, seq_state, users
+from semon.store import hazards, maintenance, models, notify_models, rescue, seq_state, users
 from semon.store.base import Base
 
 metadata = Base.metadata
 
-__all__ = ["hazards", "maintenance", "metadata", "models", "notify_models", "seq_state", "users"]
+__all__ = ["hazards", "maintenance", "metadata", "models", "notify_models", "rescue", "seq_state", "users"]

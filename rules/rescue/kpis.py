@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from semon.store.access import Access
 from semon.store.models import Device
-from semon.store.notify_models import Rescue
+from semon.store.rescue import Rescue
 from semon.timeutil import DEFAULT_TIMEZONE, utc_now
 
 DIMENSIONS = ("firm", "district", "period")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from semon.rules.maintenance.policy import Policy, load_policy
 from semon.store.access import Access, NotVisible
 from semon.store.models import Alarm, AlarmEvent
-from semon.store.notify_models import Rescue
+from semon.store.rescue import Rescue
 from semon.timeutil import as_utc, from_ms, to_ms, utc_now
 
 TIERS = ("own_firm", "rescue_station", "fire_service")
