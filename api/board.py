@@ -207,7 +207,7 @@ def device_detail(db: Database, telemetry: TelemetryStore, device_id: str) -> di
         if row is None:
             raise not_found("device", device_id)
         d, firm_name, use_unit_name = row
-        info = {
+        info: dict[str, Any] = {
             "id": d.id, "kind": d.kind, "district": d.district, "address": d.address, "firm_id": d.firm_id,
             "firm_name": firm_name, "use_unit_name": use_unit_name, "lat": d.lat, "lon": d.lon,
             "equipment_code": d.equipment_code, "rated_speed": d.rated_speed,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from fastapi import Query
 from sqlalchemy import ColumnElement, Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from semon.api.problems import invalid_parameter
 
@@ -28,15 +28,21 @@ def sort_query(keys: Iterable[str], examples: list[str]) -> Any:
     )
 
 
+_Ts = TypeVarTuple("_Ts")  # a statement's columns
+
+# What ORDER BY takes: a column expression, or a mapped attribute (``Alarm.start_ts``).
+Sortable = ColumnElement[Any] | QueryableAttribute[Any]
+
+
 def parse_sort(
-    sort: str, columns: Mapping[str, ColumnElement[Any]], tiebreak: ColumnElement[Any]
-) -> list[ColumnElement[Any]]:
+    sort: str, columns: Mapping[str, Sortable], tiebreak: Sortable
+) -> list[Sortable]:
     """ORDER BY clauses for ``"-start_ts,severity"`` (``-`` = descending) over ``columns``.
 
     ``tiebreak`` (a unique column) is appended so pages never overlap or skip rows when sort
     values repeat.
     """
-    order: list[ColumnElement[Any]] = []
+    order: list[Sortable] = []
     for raw in sort.split(","):
         key = raw.strip()
         if not key:
@@ -53,7 +59,7 @@ def parse_sort(
     return order
 
 
-def count_rows(session: Session, stmt: Select[Any]) -> int:
+def count_rows(session: Session, stmt: Select[*_Ts]) -> int:
     """Rows ``stmt`` would return without LIMIT/OFFSET."""
     counted = select(func.count()).select_from(stmt.order_by(None).subquery())
     return session.execute(counted).scalar_one()
@@ -61,8 +67,8 @@ def count_rows(session: Session, stmt: Select[Any]) -> int:
 
 def page(
     session: Session,
-    stmt: Select[Any],
-    order: Sequence[ColumnElement[Any]],
+    stmt: Select[*_Ts],
+    order: Sequence[Sortable],
     limit: int,
     offset: int,
 ) -> tuple[int, list[Any]]:

@@ -147,10 +147,10 @@ async def _http_exception(request: Request, exc: Exception) -> ProblemResponse:
     if isinstance(exc, ProblemException):
         return problem_response(
             request, exc.status_code, detail, slug=exc.slug, title=exc.title, extra=exc.extra,
-            headers=exc.headers,
+            headers=dict(exc.headers) if exc.headers else None,
         )
     # Routing 404/405 and any plain HTTPException raised by FastAPI itself.
-    return problem_response(request, exc.status_code, detail, headers=exc.headers)
+    return problem_response(request, exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:

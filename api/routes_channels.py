@@ -51,7 +51,7 @@ ChannelKind = Literal["wecom", "dingtalk", "email", "sms"]
 # What a channel gets when created without an event filter: what a dispatcher acts on, not every
 # comment or assignment (it can ask for more).
 CHANNEL_DEFAULT_EVENTS = ["raised", "escalated", "cleared"]
-_EXAMPLE_IN = {
+_EXAMPLE_IN: dict[str, Any] = {
     "kind": "dingtalk", "description": "调度群 dispatch group", "severities": ["critical", "major"],
     "settings": {"at_mobiles": ["13800000000"]}, "credentials": {"access_token": "3f5c…", "secret": "SEC9a1…"},
 }  # fmt: skip

@@ -10,7 +10,7 @@ from sqlalchemy import LargeBinary, func, select
 
 from semon.api.auth import AccessDep
 from semon.api.deps import Limit, Offset
-from semon.api.listing import page
+from semon.api.listing import Sortable, page
 from semon.api.openapi import problem_responses
 from semon.api.schemas import DeadLetterOut, DeadLetterPage, DeadLetterSummary, ReasonCount
 from semon.store.models import DeadLetter
@@ -61,7 +61,7 @@ def list_dead_letters(
         stmt = stmt.where(DeadLetter.reason == reason)
     if device_id is not None:
         stmt = stmt.where(DeadLetter.device_id == device_id)
-    order = [DeadLetter.received_at.desc(), DeadLetter.id.desc()]
+    order: list[Sortable] = [DeadLetter.received_at.desc(), DeadLetter.id.desc()]
     total, rows = page(access.s, stmt, order, limit, offset)
     items = [
         DeadLetterOut(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import Select, inspect, or_, select
@@ -38,7 +38,7 @@ _SORTABLE = {
 DeviceId = Annotated[str, Path(description="registry id of the device", examples=["EL-0001"])]
 
 
-def _registry_query(access: Access) -> Select[Any]:
+def _registry_query(access: Access) -> Select[Device, str | None, str | None]:
     # Scoped by the data-access layer: other tenants' devices are simply not in the result.
     return access.scoped(
         select(Device, Firm.name, UseUnit.name)

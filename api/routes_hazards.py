@@ -468,7 +468,7 @@ def inspection_draw(
     seed: Annotated[str, Query(min_length=1, max_length=64, description="record it: the same seed redraws")],
 ) -> DrawOut:
     """Devices drawn at rates proportional to their grade's weight (docs/hazards.md)."""
-    weights = dict(default_risk_policy().grades.draw_weights)
+    weights = default_risk_policy().grades.weights()
     d = draw(((r.device_id, r.grade) for r in _grades(request, access, now_ms)), n, seed, weights)
     return DrawOut(
         seed=d.seed,

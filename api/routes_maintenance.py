@@ -430,7 +430,7 @@ def create_record(db: DbDep, access: AccessDep, _: OperatorDep, now: NowMs, tz: 
     access.device(body.device_id)  # a firm records visits on the equipment it maintains only
     at = from_ms(now)
     try:
-        rec, _ = record_visit(db, current_policy(), device_id=body.device_id, item_classes=body.item_classes,
+        rec, _settled = record_visit(db, current_policy(), device_id=body.device_id, item_classes=body.item_classes,
                               performed_at=body.performed_at or at, technician=body.technician,
                               paperless=body.paperless, notes=body.notes, now=at, tz=tz)  # fmt: skip
     except LookupError:

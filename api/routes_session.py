@@ -75,7 +75,7 @@ def sign_in(request: Request, response: Response, db: DbDep, body: SignIn) -> di
         count_failure(request)
         raise ProblemException(401, "wrong user name or password, or unknown key", slug="unauthorized",
                                title="Unauthorized")  # fmt: skip
-    token, csrf = open_session(db, **kwargs)
+    token, csrf = open_session(db, user_id=kwargs.get("user_id"), key_id=kwargs.get("key_id"))
     found = session_principal(db, token)
     assert found is not None  # just opened
     response.set_cookie(

@@ -43,7 +43,9 @@ from semon.timeutil import utc_now
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 Severity = Literal["critical", "major", "minor", "warning"]
-_EXAMPLE_IN = {"url": "https://ops.f001.example/semon-hook", "min_severity": "major", "description": "dispatch desk"}
+_EXAMPLE_IN: dict[str, Any] = {
+    "url": "https://ops.f001.example/semon-hook", "min_severity": "major", "description": "dispatch desk",
+}
 
 
 def check_events(v: list[str] | None) -> list[str] | None:

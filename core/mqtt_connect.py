@@ -14,7 +14,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -108,6 +108,14 @@ def parse_target(
     if files is not None:
         files.context()  # fail now, at start, on a missing or unreadable file
     return MqttTarget(u.hostname, port, files, username or u.username, password or u.password)
+
+
+@overload
+def make_client(target: MqttTarget, client_id: str, *, cls: type[C], **kwargs: Any) -> C: ...
+
+
+@overload
+def make_client(target: MqttTarget, client_id: str, **kwargs: Any) -> mqtt.Client: ...
 
 
 def make_client(

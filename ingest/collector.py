@@ -23,6 +23,7 @@ stops consuming.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import sys
@@ -185,7 +186,8 @@ class Collector:
         for k in owned_partitions(settings) + standby:
             lease = PgAdvisoryLease(db.url, (k, n), scope="jetstream-partition")
             keepers.append(LeaseKeeper(
-                lease, self.sup, lambda k=k: self._take_partition(k), lambda why, k=k: self._fence_partition(k, why),
+                lease, self.sup, functools.partial(self._take_partition, k),
+                functools.partial(self._fence_partition, k),
                 stage=f"lease-p{k}", rejoin=True, first_try_after=delay if k in standby else 0,
             ))  # fmt: skip
         return keepers

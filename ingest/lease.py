@@ -28,7 +28,7 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from semon.ingest.supervision import Supervisor
 
@@ -38,8 +38,10 @@ ACQUIRE_EVERY_S = 1.0
 CHECK_EVERY_S = 1.0
 # Client side: keepalive probes after 2 s idle, 1 s apart, 2 lost = dead; unacknowledged data
 # for 3 s = dead. The owner fences within ~5 s of losing its database.
-CLIENT_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
-                    "tcp_user_timeout": 3000, "connect_timeout": 5}  # fmt: skip
+CLIENT_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
+    "tcp_user_timeout": 3000, "connect_timeout": 5,
+}  # fmt: skip
 # Server side (per session GUCs): the backend of a silent owner is dropped — and the lock freed —
 # after 5 s idle + 3 probes 2 s apart, or 10 s of unacknowledged data: later than the owner fences.
 SERVER_KEEPALIVE = " ".join(
@@ -95,9 +97,9 @@ class PgAdvisoryLease:
         self.name = f"{partition[0]}/{partition[1]}"
         self._conninfo = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._key = lock_key(partition, scope)
-        self._conn = None  # psycopg.Connection once connected
+        self._conn: Any = None  # psycopg.Connection once connected (psycopg imported lazily)
 
-    def _connect(self):  # noqa: ANN202 (psycopg is imported lazily: SQLite installs need not have it)
+    def _connect(self) -> Any:  # psycopg is imported lazily: SQLite installs need not have it
         import psycopg
 
         if self._conn is None or self._conn.closed:

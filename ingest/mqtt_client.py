@@ -23,7 +23,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -117,7 +117,7 @@ class FastClient(mqtt.Client):
     on_burst_end: Callable[[], None] | None = None
 
     def _create_socket(self) -> Any:
-        return BufferedSocket(super()._create_socket())
+        return BufferedSocket(cast(socket.socket, super()._create_socket()))  # a TCP socket here (TLS wraps later)
 
     def message_callback_add(self, sub: str, callback: Any) -> None:
         """Not supported: :meth:`_handle_on_message` calls ``on_message`` only (no topic matching

@@ -73,7 +73,7 @@ class MqttSource:
             c.username_pw_set(*login)
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(1000)
-        c.reconnect_delay_set(0.5, 10)
+        c.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]  # paho takes float seconds; its stub says int
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
@@ -125,7 +125,7 @@ class MqttSource:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._closing.is_set():
             return  # not acked: the broker redelivers it to our next session
-        self._burst.append((msg.topic, msg.payload, msg.mid, msg.qos))
+        self._burst.append((msg.topic, bytes(msg.payload), msg.mid, msg.qos))  # paho may hand a bytearray
 
     def _on_burst_end(self) -> None:
         if self._burst:

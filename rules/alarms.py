@@ -274,10 +274,11 @@ class AlarmStore:
                     log.warning("alarm %d published during the outage is already active under another id", a.id)
                     return False
             else:
-                a = s.get(Alarm, msg["alarm_id"], with_for_update=True)
-                if a is None or not a.active:
+                held = s.get(Alarm, msg["alarm_id"], with_for_update=True)
+                if held is None or not held.active:
                     log.warning("%s of alarm %s published in an outage: not active", msg["event"], msg["alarm_id"])
                     return False
+                a = held
                 a.severity, a.updated_at = msg["severity"], at
                 if msg["event"] == "cleared":
                     a.active, a.end_ts, a.cleared_by = False, msg["end_ts"], RULES_ACTOR

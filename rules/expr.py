@@ -10,6 +10,7 @@ evaluation stays fast (one Python call per message for all rules of a kind).
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Callable, Iterable
 from types import CodeType
 from typing import Any
@@ -105,8 +106,9 @@ def compile_function(name: str, args: list[str], body: list[tuple[str, ast.expr]
         body=stmts,
         decorator_list=[],
         returns=None,
-        type_params=[],
     )
+    if sys.version_info >= (3, 12):  # a required field from 3.12 on
+        fn.type_params = []
     module = ast.Module(body=[fn], type_ignores=[])
     ast.fix_missing_locations(module)
     namespace: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS}

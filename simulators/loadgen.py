@@ -686,7 +686,7 @@ class LoadGenerator:
             "activity": round(self.activity, 3), "natural_rate": round(self.natural, 1),
             "faults": len(self.truth), "cpu_s": round(sum(os.times()[:2]), 2), "stopped_early": stopped_early,
         }  # fmt: skip
-        self._report(publish_s, summary["achieved_rate"], True)
+        self._report(publish_s, summary["achieved_rate"] or 0.0, True)
         self._write_outputs()
         return summary
 

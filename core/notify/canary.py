@@ -70,7 +70,7 @@ class Canary:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         c = make_client(settings.mqtt_target(), self.checker)
-        c.reconnect_delay_set(0.5, 5)
+        c.reconnect_delay_set(0.5, 5)  # type: ignore[arg-type]  # paho takes float seconds; its stub says int
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *_a: self.connected.clear()
         c.on_message = self._on_echo

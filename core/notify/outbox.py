@@ -47,7 +47,7 @@ SCAN_BATCH = 500
 MAX_TRACKED_GAP = 1000
 
 # Called with each newly seen transition inside the scan's transaction (rescue records…).
-EventHook = Callable[[Session, AlarmEvent, Alarm], None]
+EventHook = Callable[[Session, AlarmEvent, Alarm], object]  # what it returns is ignored
 
 
 
@@ -123,7 +123,7 @@ class Scanner:
                 .join(Device, Device.id == Alarm.device_id)
             )
             fresh = s.execute(q.where(AlarmEvent.id > self.cursor).order_by(AlarmEvent.id).limit(SCAN_BATCH)).all()
-            late = s.execute(q.where(AlarmEvent.id.in_(list(self.gaps)))).all() if self.gaps else []
+            late: list[Any] = list(s.execute(q.where(AlarmEvent.id.in_(list(self.gaps)))).all()) if self.gaps else []
             # Transitions a collector stored after a database outage, under ids it had reserved
             # (and published them with): below the scan position by now, so queued for us.
             queued = list(s.scalars(select(NotifyLate.event_id).order_by(NotifyLate.event_id).limit(SCAN_BATCH)))

@@ -9,12 +9,14 @@ lookups raise :class:`NotVisible`, which the API turns into 404 — never 403, n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVarTuple
 
 from sqlalchemy import ColumnElement, Select, select, true
 from sqlalchemy.orm import Session
 
 from semon.store.models import Alarm, DeadLetter, Device
+
+_Ts = TypeVarTuple("_Ts")  # the columns of a statement, kept through scoped()
 
 Role = Literal["regulator", "firm", "owner"]
 
@@ -78,7 +80,7 @@ class Access:
         self.s = session
         self.p = principal
 
-    def scoped(self, stmt: Select[Any], device_id_column: Any) -> Select[Any]:
+    def scoped(self, stmt: Select[*_Ts], device_id_column: Any) -> Select[*_Ts]:
         """Restrict any statement over a table with a device id column to the caller's devices."""
         if self.p.is_regulator:
             return stmt

@@ -101,7 +101,7 @@ def load_catalog(path: Path | None = None) -> HazardCatalog:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         raise HazardCatalogError(f"{p}: {where}: {err['msg']}") from None
-    return HazardCatalog({h.code: h for h in f.hazard}, dict(f.deadline_days), p)
+    return HazardCatalog({h.code: h for h in f.hazard}, {str(k): v for k, v in f.deadline_days.items()}, p)
 
 
 @lru_cache(maxsize=1)

@@ -315,7 +315,7 @@ def indicators_(
         from openpyxl import Workbook
 
         wb = Workbook()
-        ws = wb.active
+        ws = wb.worksheets[0]  # a new workbook has one sheet
         ws.title = "指标 indicators"
         ws.append([f"{zh} {en}" for zh, en in headers])
         for r in table:
@@ -339,7 +339,7 @@ def draw_(
 
     with _access() as (access, _, tz):
         graded = {g.device_id: g for g in _grades(access, tz, _at(at))}
-    d = draw(((k, g.grade) for k, g in graded.items()), n, seed, dict(default_risk_policy().grades.draw_weights))
+    d = draw(((k, g.grade) for k, g in graded.items()), n, seed, default_risk_policy().grades.weights())
     for line in d.explain():
         err.print(line)
     _table(

@@ -106,7 +106,7 @@ def indicators(
     out = []
     for g in sorted(size, key=lambda k: (k is None, k or "")):
         c, n = acc[g], size[g]
-        closed = c["major_closed_on_time"] + c["major_closed_late"]
+        closed_n = c["major_closed_on_time"] + c["major_closed_late"]
         out.append(
             {
                 "group": g,
@@ -118,7 +118,7 @@ def indicators(
                 "major_closed_late": c["major_closed_late"],
                 "major_open_overdue": c["major_open_overdue"],
                 "major_open_in_time": c["major_open_in_time"],
-                "major_remediation_rate": _rate(closed, c["major_found"]),
+                "major_remediation_rate": _rate(closed_n, c["major_found"]),
                 "major_on_time_rate": _rate(c["major_closed_on_time"], c["major_found"]),
                 "accidents": c["accidents"],
                 "deaths": c["deaths"],

@@ -74,6 +74,10 @@ class _Grades(_S):
     names: dict[Grade, tuple[str, str]]
     draw_weights: dict[Grade, float]
 
+    def weights(self) -> dict[str, float]:
+        """The inspection draw's weight of each grade, keyed by grade letter."""
+        return {str(g): w for g, w in self.draw_weights.items()}
+
     @model_validator(mode="after")
     def _ordered(self) -> _Grades:
         if not (self.A == 0 <= self.B < self.C < self.D <= 100) or self.B <= self.A:

@@ -115,6 +115,7 @@ def record(
     at = as_utc(f.at) if f.at is not None else now
     if at > now + timedelta(minutes=1):
         raise HazardInvalid("the time it was found is in the future")
+    deadline = _deadline(cat, ht.class_, at, tz)
     h = Hazard(
         device_id=dev.id,
         kind=dev.kind,
@@ -129,12 +130,12 @@ def record(
         alarm_ids=[],
         found_at=at,
         found_by=actor,
-        deadline=_deadline(cat, ht.class_, at, tz),
+        deadline=deadline,
         updated_at=now,
     )
     access.s.add(h)
     access.s.flush()
-    _step(access.s, h, "found", actor, at, f.description, source=f.source, deadline=h.deadline.isoformat())
+    _step(access.s, h, "found", actor, at, f.description, source=f.source, deadline=deadline.isoformat())
     return h
 
 
@@ -332,6 +333,7 @@ def escalate_overdue(db: Database, now: datetime, tz: str, notify: Notifier | No
                     "escalated",
                     "system",
                     now,
+                    "",
                     **{"deadline": h.deadline.isoformat() if h.deadline else None, "class": h.hazard_class},
                 )
         by_device: dict[str, list[Hazard]] = {}

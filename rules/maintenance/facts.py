@@ -254,11 +254,11 @@ def import_facts(db: Database, source: Path | str | bytes, filename: str = "") -
             f.updated_at = now
             s.add(f)
         for firm_id, vals in firm_rows.items():
-            firm = s.get(Firm, firm_id)
+            firm_rec = s.get(Firm, firm_id)
             for k, v in vals.items():
-                setattr(firm, FIRM_FACTS[k], v)
+                setattr(firm_rec, FIRM_FACTS[k], v)
         for unit_id, vals in unit_rows.items():
-            unit = s.get(UseUnit, unit_id)
+            unit_rec = s.get(UseUnit, unit_id)
             for k, v in vals.items():
-                setattr(unit, UNIT_FACTS[k], v)
+                setattr(unit_rec, UNIT_FACTS[k], v)
     return {"devices": len(dev_rows), "firms": len(firm_rows), "use_units": len(unit_rows)}

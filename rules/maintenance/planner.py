@@ -36,6 +36,7 @@ Input columns (missing ones are treated as unknown; see ``INPUT_DEFAULTS``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -173,6 +174,16 @@ def zero_notes(df: pd.DataFrame, policy: Policy) -> dict[str, Texts]:
 
 
 
+# None as a choice of np.where (an object array): numpy's stubs have no overload for it.
+_NONE: Any = None
+
+
+def _rate_reasons(v: pd.Series, label: str, threshold: float, i: np.ndarray) -> list[str]:
+    """Why a firm rate gate failed, for rows ``i``."""
+    values = v.fillna(0.0).to_numpy(dtype=float)[i].tolist()
+    return [f"firm {label} {x * 100:.1f} % (needs ≥ {threshold * 100:g} %)" for x in values]
+
+
 def _texts(mask: pd.Series | np.ndarray, make: Callable[[np.ndarray], list[str]]) -> Texts:
     """Reason strings built only for the rows in ``mask`` (most rows pass most gates)."""
     m = np.asarray(mask, dtype=bool)
@@ -228,7 +239,7 @@ def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tup
         ok = due.notna() & (due >= day)
         gates["inspection"] = (ok, _texts(~ok, lambda i: [
             "no valid periodic inspection on record" if v is None else f"periodic inspection expired on {v}"
-            for v in np.where(np.isnat(due.to_numpy()[i]), None,
+            for v in np.where(np.isnat(due.to_numpy()[i]), _NONE,
                               np.datetime_as_string(due.to_numpy()[i], unit="D")).tolist()
         ]))  # fmt: skip
 
@@ -261,10 +272,7 @@ def _gates(df: pd.DataFrame, policy: Policy, day: pd.Timestamp) -> dict[str, tup
         if threshold > 0:
             v = df[col]
             ok = v.notna() & (v >= threshold - _EPS)
-            gates[name] = (ok, _texts(~ok, lambda i, v=v, label=label, threshold=threshold: [
-                f"firm {label} {x * 100:.1f} % (needs ≥ {threshold * 100:g} %)"
-                for x in v.fillna(0.0).to_numpy(dtype=float)[i].tolist()
-            ]))  # fmt: skip
+            gates[name] = (ok, _texts(~ok, functools.partial(_rate_reasons, v, label, threshold)))
     if g.firm_min_elevators > 0:
         v = df["firm_elevators"].fillna(0)
         ok = v >= g.firm_min_elevators
@@ -386,10 +394,10 @@ def plan_frame(df: pd.DataFrame, policy: Policy, as_of: date) -> pd.DataFrame:
         + [verdict, fallback], n
     )  # fmt: skip
     out["failed_gates"] = _join_reasons(
-        [np.where(gates[g][0].to_numpy(), None, g).astype(object) for g in gate_names], n
+        [np.where(gates[g][0].to_numpy(), _NONE, g).astype(object) for g in gate_names], n
     )
     out["fired_triggers"] = _join_reasons(
-        [np.where(triggers[t][0].to_numpy(), t, None).astype(object) for t in trig_names], n
+        [np.where(triggers[t][0].to_numpy(), t, _NONE).astype(object) for t in trig_names], n
     )
 
     # A new mode starts today; an unchanged one keeps its start.

@@ -43,7 +43,7 @@ def clip(text: str, limit: int) -> str:
 
 def send(ctx: SendContext, url: str, creds: dict[str, Any], settings: dict[str, Any], text: dict[str, Any]) -> int:
     """Post one message; the status code when WeCom took it."""
-    body = {"msgtype": "text", "text": {"content": clip(text["text"], MAX_BYTES)}}
+    body: dict[str, Any] = {"msgtype": "text", "text": {"content": clip(text["text"], MAX_BYTES)}}
     if settings.get("mentioned_mobiles"):
         body["text"]["mentioned_mobile_list"] = settings["mentioned_mobiles"]
     p = resolve(url, ctx.policy)
