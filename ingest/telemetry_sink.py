@@ -7,7 +7,7 @@ order: a batch goes straight to an idle writer while the store keeps up and noth
 spool; otherwise it is appended to the durable spool (several batches per transaction, one
 fsync) and reported durable at once. Writer threads (two for a store that takes concurrent
 writes) write the batches handed to them and, whenever they are not given one, replay the
-spool oldest first, merging small batches into writes of up to ``batch_max_lines`` points. The
+spool oldest first, merging batches into writes of up to twice ``batch_max_lines`` points. The
 spool is the same one that holds batches while the store is down, so "slow" and "down" take
 one path; its bound is the back-pressure point (the journal waits, acknowledgements stop, the
 broker holds the backlog) while the pipeline and the alarm sink go on. How far the store is
